@@ -1,0 +1,173 @@
+# kderp — one entry point. `make help` lists the targets.
+#
+# Layout is discovered, not listed: every user/*.c (but main.c) goes into the
+# library, every bpf/*.bpf.c becomes an object plus a skeleton, every
+# tools/<name>/ directory becomes build/<name>, every tests/unit/test_*.c and
+# tests/integ/test_*.c becomes one cmocka binary, every tests/fuzz/fuzz_*.c a
+# libFuzzer binary. Adding a file needs no edit here.
+
+.DELETE_ON_ERROR:
+.SUFFIXES:
+MAKEFLAGS += --no-builtin-rules
+
+SANITIZE ?=
+ifeq ($(SANITIZE),1)
+BUILD ?= build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+BUILD ?= build
+SANFLAGS :=
+endif
+
+CC ?= cc
+CLANG ?= clang
+BPFTOOL ?= bpftool
+ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
+VMLINUX_H := vmlinux/vmlinux_$(shell uname -m).h
+
+ifeq ($(V),1)
+Q :=
+msg :=
+else
+Q := @
+msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
+endif
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wmissing-prototypes
+CFLAGS ?= -O2 -g
+ALL_CFLAGS := -std=gnu11 $(CFLAGS) $(WARN) $(SANFLAGS) -D_GNU_SOURCE -Iinclude -Iuser \
+	-I$(BUILD)/bpf -MMD -MP -pthread
+LDLIBS := -lssl -lcrypto -lsodium -lxdp -lbpf -lelf -lz -lpthread -lm
+TEST_LDLIBS := -lcmocka $(LDLIBS)
+
+LIB_SRCS := $(filter-out user/main.c,$(wildcard user/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LIB := $(BUILD)/libkderp.a
+
+BPF_SRCS := $(wildcard bpf/*.bpf.c)
+BPF_OBJS := $(BPF_SRCS:bpf/%.bpf.c=$(BUILD)/bpf/%.bpf.o)
+BPF_SKELS := $(BPF_SRCS:bpf/%.bpf.c=$(BUILD)/bpf/%.skel.h)
+
+TOOL_DIRS := $(patsubst %/,%,$(wildcard tools/*/))
+TOOLS := $(TOOL_DIRS:tools/%=$(BUILD)/%)
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
+INTEG_SRCS := $(wildcard tests/integ/test_*.c)
+INTEG_BINS := $(INTEG_SRCS:tests/integ/%.c=$(BUILD)/tests/integ/%)
+INTEG_COMMON := $(filter-out $(INTEG_SRCS),$(wildcard tests/integ/*.c))
+INTEG_COMMON_OBJS := $(INTEG_COMMON:%.c=$(BUILD)/%.o)
+UNIT_COMMON := $(filter-out $(UNIT_SRCS),$(wildcard tests/unit/*.c))
+UNIT_COMMON_OBJS := $(UNIT_COMMON:%.c=$(BUILD)/%.o)
+
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BUILD ?= build/fuzz
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/%.o)
+FUZZ_SECONDS ?= 60
+
+.PHONY: all test test-run test-san check bench fuzz fuzz-smoke clean help run deps
+all: $(BUILD)/kderpd $(TOOLS) $(BPF_OBJS)
+
+help:
+	@echo 'make            build build/kderpd, the tools and the BPF objects'
+	@echo 'make run        build and start kderpd in dev mode (plain HTTP, 127.0.0.1:3340)'
+	@echo 'make test       every test: unit + integration, then again under ASan+UBSan, then a short fuzz pass'
+	@echo 'make bench      derp-bench against kderpd with the raw-TCP baseline (not a test)'
+	@echo 'make fuzz       run each fuzzer for FUZZ_SECONDS (default 60)'
+	@echo 'make deps       install the Debian packages the build and the tests need'
+	@echo 'make clean      remove build/'
+	@echo 'V=1 shows full commands; SANITIZE=1 builds into build/san with ASan+UBSan'
+
+deps:
+	scripts/deps.sh
+
+run: all
+	$(BUILD)/kderpd -dev
+
+# --- BPF -------------------------------------------------------------------
+$(BUILD)/bpf/%.tmp.o: bpf/%.bpf.c $(VMLINUX_H) | $(BUILD)/bpf
+	$(call msg,BPF,$@)
+	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Iinclude -Ibpf \
+		-include $(VMLINUX_H) -MMD -MP -c $< -o $@
+
+$(BUILD)/bpf/%.bpf.o: $(BUILD)/bpf/%.tmp.o
+	$(call msg,GEN-OBJ,$@)
+	$(Q)$(BPFTOOL) gen object $@ $<
+
+$(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
+	$(call msg,GEN-SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@
+
+# --- userspace -------------------------------------------------------------
+$(BUILD)/%.o: %.c | $(BPF_SKELS)
+	@mkdir -p $(@D)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/kderpd: $(BUILD)/user/main.o $(LIB)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) $^ $(LDLIBS) -o $@
+
+.SECONDEXPANSION:
+$(BUILD)/%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard tools/$$*/*.c)) $(LIB)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(UNIT_COMMON_OBJS) $(LIB)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) $^ $(TEST_LDLIBS) -o $@
+
+$(BUILD)/tests/integ/%: $(BUILD)/tests/integ/%.o $(INTEG_COMMON_OBJS) $(LIB)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) $^ $(TEST_LDLIBS) -o $@
+
+$(BUILD)/bpf:
+	@mkdir -p $@
+
+# --- tests -----------------------------------------------------------------
+TEST_BINS := $(UNIT_BINS) $(INTEG_BINS)
+
+test: all $(TEST_BINS)
+	$(Q)tests/run.sh $(BUILD) plain
+	$(Q)$(MAKE) --no-print-directory SANITIZE=1 test-san
+	$(Q)$(MAKE) --no-print-directory fuzz-smoke
+
+test-san: all $(TEST_BINS)
+	$(Q)tests/run.sh $(BUILD) asan+ubsan
+
+test-run: all $(TEST_BINS)
+	$(Q)tests/run.sh $(BUILD) plain
+
+check: test
+
+# --- fuzzing (clang libFuzzer + ASan/UBSan, its own build of the library) ----
+FUZZ_CFLAGS := -std=gnu11 -O1 -g $(WARN) -D_GNU_SOURCE -Iinclude -Iuser -I$(BUILD)/bpf \
+	-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -pthread
+
+$(FUZZ_BUILD)/%.o: %.c | $(BPF_SKELS)
+	@mkdir -p $(@D)
+	$(call msg,CC-FUZZ,$@)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJS)
+	$(call msg,LD-FUZZ,$@)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+
+fuzz: $(FUZZ_BINS)
+	$(Q)tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+fuzz-smoke: $(FUZZ_BINS)
+	$(Q)tests/fuzz/run.sh $(FUZZ_BUILD) $${FUZZ_SMOKE_SECONDS:-10}
+
+bench: all
+	$(Q)scripts/bench.sh $(BUILD)
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)
