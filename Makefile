@@ -114,7 +114,7 @@ $(BUILD)/kderpd: $(BUILD)/user/main.o $(LIB)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ $(LDLIBS) -o $@
 
 .SECONDEXPANSION:
-$(BUILD)/%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard tools/$$*/*.c)) $(LIB)
+$(TOOLS): $(BUILD)/%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard tools/$$*/*.c)) $(LIB)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ $(LDLIBS) -o $@
 
@@ -170,4 +170,5 @@ bench: all
 clean:
 	rm -rf build
 
+%.d: ;
 -include $(shell find build -name '*.d' 2>/dev/null)
