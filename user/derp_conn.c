@@ -81,6 +81,16 @@ void kd_derp_deliver(struct kd_conn *d, struct kd_pkt *p)
 			return;
 		}
 	}
+	if (q->len == q->cap && !d->want_write) {
+		/* one read pass can carry hundreds of frames for one destination:
+		 * write the full queue out before dropping anything from it */
+		kd_conn_flush(d);
+		if (d->state != KD_CONN_ACTIVE) {
+			kd_count_drop(w, DERP_DROP_GONE_DISCONNECTED, p);
+			free(p);
+			return;
+		}
+	}
 	if (q->len == q->cap) {
 		struct kd_pkt *old = q->ring[q->head];
 		q->head = (q->head + 1) % q->cap;
@@ -410,8 +420,6 @@ static int handle_frame(struct kd_conn *c, uint8_t type, const uint8_t *p, uint3
 		kd_registry_note_activity(c);
 	switch (type) {
 	case DERP_FRAME_SEND_PACKET: {
-		if (len < DERP_KEY_LEN || len - DERP_KEY_LEN > DERP_MAX_PACKET)
-			return kd_conn_close(c, "SendPacket of bad length"), -1;
 		size_t n = len - DERP_KEY_LEN;
 		const uint8_t *data = p + DERP_KEY_LEN;
 		bool disco = is_disco(data, n);
@@ -424,19 +432,13 @@ static int handle_frame(struct kd_conn *c, uint8_t type, const uint8_t *p, uint3
 	case DERP_FRAME_FORWARD_PACKET: {
 		if (!c->can_mesh)
 			return kd_conn_close(c, "ForwardPacket: insufficient permissions"), -1;
-		if (len < 2 * DERP_KEY_LEN || len - 2 * DERP_KEY_LEN > DERP_MAX_PACKET)
-			return kd_conn_close(c, "ForwardPacket of bad length"), -1;
 		ctr->packets_forwarded_in++;
 		route_packet(c, p, p + DERP_KEY_LEN, p + 2 * DERP_KEY_LEN, len - 2 * DERP_KEY_LEN, true);
 		return 0;
 	}
 	case DERP_FRAME_NOTE_PREFERRED:
-		if (len != 1)
-			return kd_conn_close(c, "NotePreferred of bad length"), -1;
 		return on_note_preferred(c, p);
 	case DERP_FRAME_PING:
-		if (len < DERP_PING_LEN || len > DERP_MAX_PING)
-			return kd_conn_close(c, "Ping of bad length"), -1;
 		ctr->got_ping++;
 		/* one pending pong at a time; pings beyond it get none (spec §6.13) */
 		if (c->pong_pending)
@@ -447,15 +449,11 @@ static int handle_frame(struct kd_conn *c, uint8_t type, const uint8_t *p, uint3
 		kd_conn_ctrl_frame(c, DERP_FRAME_PONG, p, DERP_PING_LEN, NULL, 0);
 		return 0;
 	case DERP_FRAME_WATCH_CONNS:
-		if (len != 0)
-			return kd_conn_close(c, "WatchConns of bad length"), -1;
 		if (!c->can_mesh)
 			return kd_conn_close(c, "WatchConns: insufficient permissions"), -1;
 		kd_registry_watch(c);
 		return 0;
 	case DERP_FRAME_CLOSE_PEER:
-		if (len != DERP_KEY_LEN)
-			return kd_conn_close(c, "ClosePeer of bad length"), -1;
 		if (!c->can_mesh)
 			return kd_conn_close(c, "ClosePeer: insufficient permissions"), -1;
 		kd_registry_close_peer(c, p);
@@ -464,6 +462,30 @@ static int handle_frame(struct kd_conn *c, uint8_t type, const uint8_t *p, uint3
 		/* Pong, KeepAlive, a second ClientInfo, future types: skipped */
 		ctr->unknown_frames++;
 		return 0;
+	}
+}
+
+/* The reference's input limits (spec §4.3); NULL when flen is acceptable. */
+static const char *frame_len_error(uint8_t type, uint32_t flen)
+{
+	switch (type) {
+	case DERP_FRAME_SEND_PACKET:
+		return flen < DERP_KEY_LEN || flen - DERP_KEY_LEN > DERP_MAX_PACKET ? "SendPacket of bad length" : NULL;
+	case DERP_FRAME_FORWARD_PACKET:
+		return flen < 2 * DERP_KEY_LEN || flen - 2 * DERP_KEY_LEN > DERP_MAX_PACKET
+			       ? "ForwardPacket of bad length"
+			       : NULL;
+	case DERP_FRAME_NOTE_PREFERRED:
+		return flen != 1 ? "NotePreferred of bad length" : NULL;
+	case DERP_FRAME_PING:
+		return flen < DERP_PING_LEN || flen > DERP_MAX_PING ? "Ping of bad length" : NULL;
+	case DERP_FRAME_WATCH_CONNS:
+		return flen != 0 ? "WatchConns of bad length" : NULL;
+	case DERP_FRAME_CLOSE_PEER:
+		return flen != DERP_KEY_LEN ? "ClosePeer of bad length" : NULL;
+	default:
+		/* kderp deviation (spec §13.5): unknown frames are capped */
+		return flen > DERP_MAX_UNKNOWN_FRAME ? "unknown frame over 1 MiB" : NULL;
 	}
 }
 
@@ -492,23 +514,24 @@ ssize_t kd_derp_process(struct kd_conn *c, const uint8_t *buf, size_t len)
 				hs_fail(c, KD_HS_LONG_CLIENT_INFO, "receive client key: long client info");
 				return -1;
 			}
-		} else if (flen > DERP_KEY_LEN * 2 + DERP_MAX_PACKET) {
-			bool known = h->type == DERP_FRAME_SEND_PACKET || h->type == DERP_FRAME_FORWARD_PACKET ||
-				     h->type == DERP_FRAME_PING || h->type == DERP_FRAME_NOTE_PREFERRED ||
-				     h->type == DERP_FRAME_WATCH_CONNS || h->type == DERP_FRAME_CLOSE_PEER;
-			if (known || flen > DERP_MAX_UNKNOWN_FRAME) {
-				kd_conn_close(c, known ? "frame too long" : "unknown frame over 1 MiB");
+		} else {
+			/* lengths are checked on the header, before buffering a payload */
+			const char *bad = frame_len_error(h->type, flen);
+			if (bad) {
+				kd_conn_close(c, bad);
 				return -1;
 			}
-			/* a large unknown frame is discarded without buffering it */
-			c->w->ctr.unknown_frames++;
-			size_t have = len - off - DERP_FRAME_HDR_LEN;
-			if (have >= flen) {
-				off += DERP_FRAME_HDR_LEN + flen;
-				continue;
+			if (flen > DERP_KEY_LEN * 2 + DERP_MAX_PACKET) {
+				/* a large unknown frame is discarded without buffering it */
+				c->w->ctr.unknown_frames++;
+				size_t have = len - off - DERP_FRAME_HDR_LEN;
+				if (have >= flen) {
+					off += DERP_FRAME_HDR_LEN + flen;
+					continue;
+				}
+				c->skip = (uint32_t)(flen - have);
+				return (ssize_t)len;
 			}
-			c->skip = (uint32_t)(flen - have);
-			return (ssize_t)len;
 		}
 		if (len - off - DERP_FRAME_HDR_LEN < flen)
 			break;
