@@ -318,6 +318,118 @@ static void test_dns_sni_must_match(void **state)
 	kd_tls_ctx_free(s);
 }
 
+/* A CA-issued certificate, for chains the server did not make itself. */
+static X509 *issue(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, bool ca)
+{
+	static long serial = 100;
+	X509 *x = X509_new();
+	X509V3_CTX v3;
+	X509_EXTENSION *ext;
+
+	assert_non_null(x);
+	assert_int_equal(X509_set_version(x, X509_VERSION_3), 1);
+	assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), serial++), 1);
+	assert_int_equal(X509_NAME_add_entry_by_NID(X509_get_subject_name(x), NID_commonName,
+						    MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0), 1);
+	assert_int_equal(X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer)
+						       : X509_get_subject_name(x)), 1);
+	assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), -3600));
+	assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), DAY));
+	assert_int_equal(X509_set_pubkey(x, key), 1);
+	X509V3_set_ctx_nodb(&v3);
+	X509V3_set_ctx(&v3, issuer ? issuer : x, x, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
+	assert_non_null(ext);
+	assert_int_equal(X509_add_ext(x, ext, -1), 1);
+	X509_EXTENSION_free(ext);
+	ext = X509V3_EXT_conf_nid(NULL, &v3, ca ? NID_key_usage : NID_subject_alt_name,
+				  ca ? "critical,keyCertSign,cRLSign" : "DNS:" DNS_HOST);
+	assert_non_null(ext);
+	assert_int_equal(X509_add_ext(x, ext, -1), 1);
+	X509_EXTENSION_free(ext);
+	assert_true(X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()) > 0);
+	return x;
+}
+
+static void write_pem(const char *path, X509 *a, X509 *b, EVP_PKEY *k)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	if (a)
+		assert_int_equal(PEM_write_X509(f, a), 1);
+	if (b)
+		assert_int_equal(PEM_write_X509(f, b), 1);
+	if (k)
+		assert_int_equal(PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL), 1);
+	assert_int_equal(fclose(f), 0);
+}
+
+static const char *cn_of(X509 *x, char *buf, int len)
+{
+	buf[0] = '\0';
+	X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, buf, len);
+	return buf;
+}
+
+/* A real chain: leaf, intermediate, then the meta-cert, in that order and
+ * over both versions; the client builds its path to the root without it. */
+static void test_chain_with_intermediate(void **state)
+{
+	EVP_PKEY *rk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	EVP_PKEY *ik = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	EVP_PKEY *lk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	X509 *root = issue("Test Root", rk, NULL, NULL, true);
+	X509 *inter = issue("Test Intermediate", ik, root, rk, true);
+	X509 *leaf = issue(DNS_HOST, lk, inter, ik, false);
+	char crt[600], key[600], ca[600], cn[128];
+	const int versions[] = {TLS1_2_VERSION, TLS1_3_VERSION};
+	SSL_CTX *s = NULL;
+
+	path_in(crt, sizeof(crt), tmpdir, DNS_HOST ".crt");
+	path_in(key, sizeof(key), tmpdir, DNS_HOST ".key");
+	path_in(ca, sizeof(ca), tmpdir, "root.pem");
+	write_pem(crt, leaf, inter, NULL);
+	write_pem(key, NULL, NULL, lk);
+	write_pem(ca, root, NULL, NULL);
+	assert_int_equal(manual_ctx(&s, tmpdir, DNS_HOST), 0);
+
+	for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
+		struct kd_tls_client_opts o = {.sni = DNS_HOST, .ca_file = ca, .max_version = versions[i]};
+		struct tls_pair p = {.fds = {-1, -1}};
+		STACK_OF(X509) *chain;
+		uint8_t k[DERP_KEY_LEN];
+		int ver = 0;
+		SSL_CTX *c = NULL;
+
+		assert_int_equal(kd_tls_client_ctx_new(&c, &o), 0);
+		tls_pair_open(&p, s, c);
+		assert_int_equal(tls_pair_handshake(&p), 0);
+		assert_int_equal(SSL_version(p.c), versions[i]);
+		assert_int_equal(SSL_get_verify_result(p.c), X509_V_OK);
+		chain = SSL_get_peer_cert_chain(p.c);
+		assert_int_equal(sk_X509_num(chain), 3);
+		assert_int_equal(X509_cmp(sk_X509_value(chain, 0), leaf), 0);
+		assert_int_equal(X509_cmp(sk_X509_value(chain, 1), inter), 0);
+		assert_memory_equal(cn_of(sk_X509_value(chain, 2), cn, sizeof(cn)), "derpkey", 7);
+		chain = SSL_get0_verified_chain(p.c);
+		assert_int_equal(sk_X509_num(chain), 3);
+		assert_int_equal(X509_cmp(sk_X509_value(chain, 2), root), 0);
+		assert_int_equal(kd_tls_peer_derp_key(p.c, k, &ver), versions[i] == TLS1_3_VERSION);
+		if (versions[i] == TLS1_3_VERSION)
+			assert_memory_equal(k, server_pub, sizeof(k));
+		tls_pair_close(&p);
+		kd_tls_ctx_free(c);
+	}
+	kd_tls_ctx_free(s);
+	X509_free(leaf);
+	X509_free(inter);
+	X509_free(root);
+	EVP_PKEY_free(lk);
+	EVP_PKEY_free(ik);
+	EVP_PKEY_free(rk);
+}
+
 static void test_dns_cert_for_other_host_refused(void **state)
 {
 	SSL_CTX *s = (SSL_CTX *)1;
@@ -385,6 +497,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ipv6_file_name, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ip_lone_key_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dns_sni_must_match, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chain_with_intermediate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dns_cert_for_other_host_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dns_missing_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_cert_file, setup, teardown),
