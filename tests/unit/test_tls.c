@@ -178,6 +178,98 @@ static void test_metacert_is_last_in_chain(void **state)
 	kd_tls_ctx_free(c);
 }
 
+/* A self-signed certificate with this CN and serial, as some other server
+ * might append: what the client-side reader must judge. */
+static X509 *fake_meta(const char *cn, long serial)
+{
+	EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	X509 *x = X509_new();
+
+	assert_non_null(k);
+	assert_non_null(x);
+	assert_int_equal(X509_set_version(x, X509_VERSION_3), 1);
+	assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), serial), 1);
+	assert_int_equal(X509_NAME_add_entry_by_NID(X509_get_subject_name(x), NID_commonName,
+						    V_ASN1_UTF8STRING, (const unsigned char *)cn, -1, -1, 0), 1);
+	assert_int_equal(X509_set_issuer_name(x, X509_get_subject_name(x)), 1);
+	assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
+	assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), DAY));
+	assert_int_equal(X509_set_pubkey(x, k), 1);
+	assert_true(X509_sign(x, k, NULL) > 0);
+	EVP_PKEY_free(k);
+	return x;
+}
+
+/* A bare OpenSSL server presenting leaf + the given extra certificates. */
+static SSL_CTX *server_with_chain(X509 *a, X509 *b)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	X509 *leaf;
+	EVP_PKEY *k;
+
+	assert_non_null(ctx);
+	assert_int_equal(kd_tls_selfsigned_new(&leaf, &k, "127.0.0.1", NULL, time(NULL), DAY), 0);
+	assert_int_equal(SSL_CTX_use_certificate(ctx, leaf), 1);
+	assert_int_equal(SSL_CTX_use_PrivateKey(ctx, k), 1);
+	if (a)
+		assert_int_equal(SSL_CTX_add1_chain_cert(ctx, a), 1);
+	if (b)
+		assert_int_equal(SSL_CTX_add1_chain_cert(ctx, b), 1);
+	X509_free(leaf);
+	EVP_PKEY_free(k);
+	return ctx;
+}
+
+static bool peer_key_from(X509 *a, X509 *b, uint8_t key[DERP_KEY_LEN], int *ver)
+{
+	SSL_CTX *s = server_with_chain(a, b), *c = client(NULL, NULL, 0);
+	struct tls_pair p = {.fds = {-1, -1}};
+	bool found;
+
+	tls_pair_open(&p, s, c);
+	assert_int_equal(tls_pair_handshake(&p), 0);
+	found = kd_tls_peer_derp_key(p.c, key, ver);
+	tls_pair_close(&p);
+	SSL_CTX_free(s);
+	kd_tls_ctx_free(c);
+	return found;
+}
+
+/* Tailscale's parseMetaCert: skip certificates whose CN does not parse, stop
+ * at the first that does, and fast-start only when its serial is not 0. */
+static void test_peer_derp_key_scan(void **state)
+{
+	char cn[80], bad[80];
+	uint8_t key[DERP_KEY_LEN], zero[DERP_KEY_LEN] = {0};
+	int ver = -1;
+	X509 *good, *good0, *broken;
+
+	memcpy(cn, "derpkey", 7);
+	kd_hex_encode(cn + 7, server_pub, DERP_KEY_LEN);
+	memcpy(bad, cn, sizeof(bad));
+	bad[10] = 'z';
+	good = fake_meta(cn, 7);
+	good0 = fake_meta(cn, 0);
+	broken = fake_meta(bad, 2);
+
+	memset(key, 0, sizeof(key));
+	assert_true(peer_key_from(broken, good, key, &ver));
+	assert_memory_equal(key, server_pub, DERP_KEY_LEN);
+	assert_int_equal(ver, 7);
+
+	memset(key, 0, sizeof(key));
+	ver = -1;
+	assert_false(peer_key_from(good0, good, key, &ver));
+	assert_memory_equal(key, zero, DERP_KEY_LEN);
+	assert_int_equal(ver, -1);
+	assert_false(peer_key_from(broken, NULL, key, &ver));
+	assert_false(peer_key_from(NULL, NULL, key, &ver));
+	assert_false(kd_tls_peer_derp_key(NULL, key, &ver));
+	X509_free(good);
+	X509_free(good0);
+	X509_free(broken);
+}
+
 static void test_alpn_never_h2(void **state)
 {
 	static const unsigned char both[] = "\x02h2\x08http/1.1", h2[] = "\x02h2";
@@ -352,6 +444,7 @@ int main(void)
 		cmocka_unit_test(test_dev_tls13),
 		cmocka_unit_test(test_dev_tls12),
 		cmocka_unit_test(test_metacert_is_last_in_chain),
+		cmocka_unit_test(test_peer_derp_key_scan),
 		cmocka_unit_test(test_alpn_never_h2),
 		cmocka_unit_test(test_ktls_option_and_conn_info),
 		cmocka_unit_test(test_verifying_client_rejects_unknown_ca),
