@@ -195,6 +195,8 @@ int kd_conn_ctrl_frame(struct kd_conn *c, uint8_t type, const void *p1, size_t n
 	return 0;
 }
 
+static bool consume_input(struct kd_conn *c);
+
 /* --- writing --- */
 
 static ssize_t conn_writev(struct kd_conn *c, struct iovec *iov, int n)
@@ -375,6 +377,9 @@ int kd_conn_flush(struct kd_conn *c)
 			return -EPIPE;
 		}
 		c->state = KD_CONN_HTTP;
+		/* a pipelined request may already be buffered */
+		if (c->in.len > c->in.off && !consume_input(c))
+			return -EPIPE;
 	}
 	return 0;
 }
@@ -510,7 +515,7 @@ static void http_step(struct kd_conn *c)
 		.server_pub = s->cfg.keys.pub,
 		.derp_enabled = s->cfg.derp_enabled,
 		.debug_allowed = kd_http_debug_allowed(&req, (const struct sockaddr *)&c->peer, NULL),
-		.port80_redirect = c->io.fd >= 0 && false,
+		.port80_redirect = c->port80,
 		.home = s->cfg.home ? s->cfg.home : "",
 		.dev = s->cfg.dev,
 	};

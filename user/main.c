@@ -67,7 +67,7 @@ static struct kd_flag g_flags[] = {
 	{"a", KD_FLAG_STRING, &g_opts.addr, "server HTTP/HTTPS listen address, in form \":port\", \"ip:port\" or \"[ip]:port\"", false},
 	{"c", KD_FLAG_STRING, &g_opts.key_file, "config file path (server private key)", false},
 	{"hostname", KD_FLAG_STRING, &g_opts.hostname, "TLS host name", false},
-	{"certmode", KD_FLAG_STRING, &g_opts.certmode, "mode for getting a cert: manual (kderp has no ACME)", false},
+	{"certmode", KD_FLAG_STRING, &g_opts.certmode, "mode for getting a cert: manual, or kderp's dev (in-memory self-signed); no ACME", false},
 	{"certdir", KD_FLAG_STRING, &g_opts.certdir, "directory of <hostname>.crt and <hostname>.key for -certmode=manual", false},
 	{"http-port", KD_FLAG_INT, &g_opts.http_port, "plaintext port for /generate_204 and redirects when TLS is served; -1 disables", false},
 	{"stun", KD_FLAG_BOOL, &g_opts.stun, "whether to run a STUN server", false},
@@ -219,15 +219,25 @@ int main(int argc, char **argv)
 	 * every interface); pass -a to choose otherwise */
 	if (g_opts.dev && !flag_set("a"))
 		g_opts.addr = "127.0.0.1:3340";
-	bool tls = !g_opts.dev && serves_tls(g_opts.addr);
-	if (tls && strcmp(g_opts.certmode, "manual") != 0) {
-		pr_err("-certmode=%s: kderpd has no ACME client; use -certmode=manual with -certdir, "
-		       "or a non-443 port for plain HTTP", g_opts.certmode);
+	/* kderp: -certmode=dev serves TLS with an in-memory self-signed
+	 * certificate for -hostname (for tests and trials; clients need
+	 * InsecureForTests or the printed CertName pin) */
+	bool tls = !strcmp(g_opts.certmode, "dev") || (!g_opts.dev && serves_tls(g_opts.addr));
+	if (tls && strcmp(g_opts.certmode, "manual") && strcmp(g_opts.certmode, "dev")) {
+		pr_err("-certmode=%s: kderpd has no ACME client; use -certmode=manual with -certdir "
+		       "(an IP -hostname gets a generated self-signed certificate), or a port other than 443 "
+		       "for plain HTTP", g_opts.certmode);
+		return 2;
+	}
+	if (tls && !strcmp(g_opts.certmode, "manual") && !*g_opts.certdir) {
+		pr_err("-certdir is required with -certmode=manual");
 		return 2;
 	}
 	if (tls) {
-		pr_err("TLS listeners are not wired into this build yet; use plain HTTP (-a :PORT other than 443)");
-		return 2;
+		cfg.certmode = g_opts.certmode;
+		cfg.certdir = g_opts.certdir;
+		cfg.hostname = g_opts.hostname;
+		cfg.http_port = g_opts.http_port;
 	}
 
 	cfg.addr = g_opts.addr;
@@ -286,8 +296,10 @@ int main(int argc, char **argv)
 	}
 	char pubhex[KD_KEY_HEX_LEN + 1];
 	kd_hex_encode(pubhex, cfg.keys.pub, DERP_KEY_LEN);
-	pr_info("kderpd %s: DERP server %s listening on %s (plain HTTP), %d workers", KDERP_VERSION, pubhex,
-		g_opts.addr, srv->nworkers);
+	pr_info("kderpd %s: DERP server %s listening on %s (%s), %d workers", KDERP_VERSION, pubhex,
+		g_opts.addr, tls ? "TLS" : "plain HTTP", srv->nworkers);
+	if (kd_server_port80(srv) >= 0)
+		pr_info("plaintext HTTP (generate_204, redirects) on port %d", kd_server_port80(srv));
 	if (g_opts.dev) {
 		pr_info("dev mode: point a client at http://127.0.0.1:%d/derp — e.g. "
 			"`build/kderpctl probe http://127.0.0.1:%d/derp`, or tailscaled with "

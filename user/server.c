@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "server_internal.h"
+#include "tls.h"
 
 #define KD_SCRATCH (256u << 10)
 
@@ -161,6 +162,26 @@ static void on_accept(struct kd_io *io, uint32_t events)
 	}
 }
 
+static void on_accept80(struct kd_io *io, uint32_t events)
+{
+	struct kd_worker *w = (struct kd_worker *)((char *)io - offsetof(struct kd_worker, listen80_io));
+
+	(void)events;
+	for (int i = 0; i < 64; i++) {
+		struct sockaddr_storage peer;
+		socklen_t pl = sizeof(peer);
+		int fd = accept4(io->fd, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			return;
+		tune_accepted(&w->srv->cfg, fd);
+		struct kd_conn *c = kd_conn_new(w, fd, &peer, false);
+		if (!c)
+			close(fd);
+		else
+			c->port80 = true;
+	}
+}
+
 static void *worker_main(void *arg)
 {
 	struct kd_worker *w = arg;
@@ -203,6 +224,31 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 		err = s->listen_fd;
 		goto fail;
 	}
+	if (cfg->certmode) {
+		struct kd_tls_server_opts to = {
+			.certmode = cfg->certmode,
+			.certdir = cfg->certdir,
+			.hostname = cfg->hostname,
+			.server_pub = cfg->keys.pub,
+			.ktls = true,
+		};
+		err = kd_tls_server_ctx_new(&s->tls, &to);
+		if (err)
+			goto fail;
+		if (cfg->http_port >= 0) {
+			/* the plaintext listener binds the same host as -a (spec §3.1) */
+			char a80[300];
+			const char *colon = strrchr(cfg->addr, ':');
+			snprintf(a80, sizeof(a80), "%.*s:%d", (int)(colon - cfg->addr), cfg->addr, cfg->http_port);
+			int p80;
+			s->listen80_fd = listen_on(a80, &p80, cfg);
+			if (s->listen80_fd < 0) {
+				err = s->listen80_fd;
+				goto fail;
+			}
+			s->port80 = p80;
+		}
+	}
 	s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
 	if (!s->workers) {
 		err = -ENOMEM;
@@ -231,6 +277,13 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 		err = kd_io_add(w->loop, &w->listen_io, EPOLLIN | EPOLLEXCLUSIVE);
 		if (err)
 			goto fail;
+		if (s->listen80_fd >= 0) {
+			w->listen80_io.fd = s->listen80_fd;
+			w->listen80_io.cb = on_accept80;
+			err = kd_io_add(w->loop, &w->listen80_io, EPOLLIN | EPOLLEXCLUSIVE);
+			if (err)
+				goto fail;
+		}
 	}
 	*out = s;
 	return 0;
@@ -258,6 +311,16 @@ int kd_server_port(const struct kd_server *s)
 	return s->port;
 }
 
+int kd_server_port80(const struct kd_server *s)
+{
+	return s->listen80_fd >= 0 ? s->port80 : -1;
+}
+
+bool kd_server_tls(const struct kd_server *s)
+{
+	return s->tls != NULL;
+}
+
 /* Runs on each worker: tell clients we are restarting (spec §6.16), flush,
  * close. Posted through the inbox so it runs on the owning thread. */
 static void worker_shutdown(struct kd_worker *w)
@@ -265,6 +328,8 @@ static void worker_shutdown(struct kd_worker *w)
 	uint8_t body[DERP_RESTARTING_LEN] = {0, 0, 0x03, 0xe8, 0, 0, 0x13, 0x88}; /* 1 s, 5 s */
 
 	kd_io_del(w->loop, &w->listen_io);
+	if (w->listen80_io.cb)
+		kd_io_del(w->loop, &w->listen80_io);
 	for (struct kd_conn *c = w->all; c; c = c->all_next) {
 		if (c->state == KD_CONN_ACTIVE) {
 			kd_conn_ctrl_frame(c, DERP_FRAME_RESTARTING, body, sizeof(body), NULL, 0);
@@ -323,8 +388,7 @@ void kd_server_free(struct kd_server *s)
 		close(s->listen_fd);
 	if (s->listen80_fd >= 0)
 		close(s->listen80_fd);
-	if (s->tls)
-		SSL_CTX_free(s->tls);
+	kd_tls_ctx_free(s->tls);
 	const uint8_t *k;
 	void *v;
 	for (size_t i = 0; (i = kd_keymap_next(&s->reg, i, &k, &v)) != 0;) {

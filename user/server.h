@@ -24,7 +24,7 @@ struct kd_server_config {
 	uint32_t http_timeout_ms;    /* 30000: TLS handshake + request headers */
 	double accept_rate;          /* connections/s, <= 0 = unlimited */
 	uint32_t accept_burst;
-	/* TLS (user/tls.h); NULL certmode = plain HTTP */
+	/* TLS (user/tls.h): "manual" or "dev" (in-memory self-signed); NULL = plain HTTP */
 	const char *certmode, *certdir, *hostname;
 	int http_port;               /* plaintext :80 listener next to TLS, -1 = off */
 	/* mesh */
@@ -49,6 +49,9 @@ void kd_server_stop(struct kd_server *s);
 void kd_server_free(struct kd_server *s);
 /* The bound TCP port of the main listener (useful with port 0). */
 int kd_server_port(const struct kd_server *s);
+/* The plaintext port-80 listener next to TLS, or -1. */
+int kd_server_port80(const struct kd_server *s);
+bool kd_server_tls(const struct kd_server *s);
 /* Renders /debug/varz into a malloc'd buffer. */
 int kd_server_metrics(struct kd_server *s, char **out, size_t *len);
 

@@ -83,7 +83,7 @@ struct kd_conn {
 	bool dirty;               /* on the worker's flush list */
 	bool want_write;          /* EPOLLOUT armed */
 	bool http_close_after;
-	bool closing;             /* close requested, done at the end of the pass */
+	bool port80;              /* accepted on the plaintext listener next to TLS */
 
 	struct kd_timer deadline; /* handshake or write deadline */
 	struct kd_timer keepalive;
@@ -205,7 +205,7 @@ struct kd_subs {
 struct kd_server {
 	struct kd_server_config cfg;
 	int listen_fd, listen80_fd;
-	int port;
+	int port, port80;
 	SSL_CTX *tls;
 	int nworkers;
 	struct kd_worker *workers;
