@@ -342,6 +342,7 @@ int kd_keyfile_load_or_create(const char *path, struct kd_keypair *kp)
 	size_t len = 0;
 	int r;
 
+	memset(kp, 0, sizeof(*kp));
 	r = read_small_file(path, KD_KEYFILE_MAX, &buf, &len);
 	if (r == -ENOENT) {
 		r = create_keyfile(path, kp, &step);

@@ -20,7 +20,8 @@
  * a fresh key: parent directories 0777 & ~umask, file 0600, written to a
  * temporary file in the same directory, fsynced, renamed over path. Returns
  * 0 or -errno and logs once, naming the path and the step that failed (and an
- * info line when it creates the file). Never logs the key. */
+ * info line when it creates the file). Never logs the key. kp is zeroed on
+ * failure. */
 int kd_keyfile_load_or_create(const char *path, struct kd_keypair *kp);
 
 /* {"PrivateKey": "privkey:<64 hex>"}, field name case-insensitive, other
