@@ -93,6 +93,11 @@ static int libxdp_log(enum libxdp_print_level level, const char *fmt, va_list ap
 	return 0;
 }
 
+static int libbpf_quiet(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	return libxdp_log((enum libxdp_print_level)level, fmt, ap);
+}
+
 static int ensure_pin_dir(void)
 {
 	struct statfs st;
@@ -148,7 +153,12 @@ static int try_attach(struct kd_stun_xdp *x, enum kd_xdp_mode mode)
 	int err = libxdp_get_error(xp);
 
 	if (!err) {
+		/* libxdp loads its dispatcher through libbpf, which prints the
+		 * expected failure on hosts without it at warning level */
+		libbpf_print_fn_t old = libbpf_set_print(libbpf_quiet);
+
 		err = xdp_program__attach(xp, x->ifindex, xm, 0);
+		libbpf_set_print(old);
 		if (!err) {
 			x->xprog = xp;
 			return 0;
