@@ -168,9 +168,11 @@ static int try_attach(struct kd_stun_xdp *x, enum kd_xdp_mode mode)
 	pr_debug("stun-xdp: libxdp attach to %s (%s): %s; trying a BPF link", x->ifname,
 		 kd_xdp_mode_name(mode), strerror(-err));
 
-	/* The fallback the dispatcher-less hosts need. A link, not a netlink
-	 * attach: the kernel drops it when our fd closes, so a crash cannot
-	 * leave the responder behind on the interface. */
+	/* Without its dispatcher (no `ext` programs here) libxdp already falls
+	 * back to a legacy netlink attach; this is for when even that fails
+	 * (no bpffs for its lock, a libxdp without the fallback). A link, not
+	 * a netlink attach: the kernel drops it when our fd closes, so a crash
+	 * cannot leave the responder behind on the interface. */
 	LIBBPF_OPTS(bpf_link_create_opts, lo,
 		    .flags = mode == KD_XDP_MODE_NATIVE ? XDP_FLAGS_DRV_MODE : XDP_FLAGS_SKB_MODE);
 	int fd = bpf_link_create(prog_fd, x->ifindex, BPF_XDP, &lo);
@@ -179,6 +181,45 @@ static int try_attach(struct kd_stun_xdp *x, enum kd_xdp_mode mode)
 		return -errno;
 	x->link_fd = fd;
 	return 0;
+}
+
+/* A legacy (netlink) attach outlives a daemon that crashed; a restart would
+ * then fail with EEXIST/EBUSY forever. Remove the program if it is ours by
+ * name, nothing else. Returns 0 if one was removed. */
+static int remove_stale(struct kd_stun_xdp *x, enum kd_xdp_mode mode)
+{
+	__u32 flags = mode == KD_XDP_MODE_NATIVE ? XDP_FLAGS_DRV_MODE : XDP_FLAGS_SKB_MODE;
+	struct bpf_prog_info info = {0};
+	__u32 id = 0, len = sizeof(info);
+	int fd, err;
+
+	if (bpf_xdp_query_id(x->ifindex, (int)flags, &id) || !id)
+		return -ENOENT;
+	fd = bpf_prog_get_fd_by_id(id);
+	if (fd < 0)
+		return -errno;
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) || strcmp(info.name, "kd_stun_xdp")) {
+		pr_warn("stun-xdp: %s already has XDP program id %u (\"%s\"), not ours: leaving it",
+			x->ifname, id, info.name);
+		close(fd);
+		return -EBUSY;
+	}
+	LIBBPF_OPTS(bpf_xdp_attach_opts, o, .old_prog_fd = fd);
+	err = bpf_xdp_detach(x->ifindex, flags, &o);
+	close(fd);
+	if (err)
+		return err;
+	pr_warn("stun-xdp: removed a stale kd_stun_xdp (prog id %u) from %s", id, x->ifname);
+	return 0;
+}
+
+static int attach_mode(struct kd_stun_xdp *x, enum kd_xdp_mode mode)
+{
+	int err = try_attach(x, mode);
+
+	if ((err == -EEXIST || err == -EBUSY) && remove_stale(x, mode) == 0)
+		err = try_attach(x, mode);
+	return err;
 }
 
 int kd_stun_xdp_attach(const char *ifname, int port, enum kd_xdp_mode mode, struct kd_stun_xdp **out)
@@ -216,7 +257,27 @@ int kd_stun_xdp_attach(const char *ifname, int port, enum kd_xdp_mode mode, stru
 		pr_err("stun-xdp: writing config: %s", strerror(-err));
 		goto fail;
 	}
-	/* Pinning is for operators (bpftool); STUN works without it. */
+	if (mode == KD_XDP_MODE_AUTO) {
+		err = attach_mode(x, KD_XDP_MODE_NATIVE);
+		x->mode = KD_XDP_MODE_NATIVE;
+		if (err) {
+			pr_debug("stun-xdp: native attach to %s: %s; trying generic", ifname,
+				 strerror(-err));
+			err = attach_mode(x, KD_XDP_MODE_GENERIC);
+			x->mode = KD_XDP_MODE_GENERIC;
+		}
+	} else {
+		err = attach_mode(x, mode);
+		x->mode = mode;
+	}
+	if (err) {
+		pr_err("stun-xdp: attaching to %s (%s): %s", ifname, kd_xdp_mode_name(mode),
+		       strerror(-err));
+		goto fail;
+	}
+	/* Pinned only once attached, so a failed attach cannot replace the
+	 * pins of an instance that is running.
+	 * Pinning is for operators (bpftool); STUN works without it. */
 	if (ensure_pin_dir() == 0) {
 		x->pinned_config = !pin_map(x->skel->maps.stun_config, KD_STUN_PIN_CONFIG);
 		x->pinned_counters = !pin_map(x->skel->maps.stun_counters, KD_STUN_PIN_COUNTERS);
@@ -225,24 +286,6 @@ int kd_stun_xdp_attach(const char *ifname, int port, enum kd_xdp_mode mode, stru
 				KD_BPF_PIN_DIR);
 	}
 
-	if (mode == KD_XDP_MODE_AUTO) {
-		err = try_attach(x, KD_XDP_MODE_NATIVE);
-		x->mode = KD_XDP_MODE_NATIVE;
-		if (err) {
-			pr_debug("stun-xdp: native attach to %s: %s; trying generic", ifname,
-				 strerror(-err));
-			err = try_attach(x, KD_XDP_MODE_GENERIC);
-			x->mode = KD_XDP_MODE_GENERIC;
-		}
-	} else {
-		err = try_attach(x, mode);
-		x->mode = mode;
-	}
-	if (err) {
-		pr_err("stun-xdp: attaching to %s (%s): %s", ifname, kd_xdp_mode_name(mode),
-		       strerror(-err));
-		goto fail;
-	}
 	pr_info("stun-xdp: answering STUN on %s port %d (%s, %s)", ifname, port,
 		kd_xdp_mode_name(x->mode), kd_stun_xdp_method(x));
 	*out = x;

@@ -394,6 +394,34 @@ static void test_xdp_native(void **state)
 	assert_int_equal(sh("ip -n %s link set dev " CLI_IF " xdpdrv off", ns_cli), 0);
 }
 
+static void test_attach_errors_and_stale(void **state)
+{
+	struct kd_stun_xdp *x = (struct kd_stun_xdp *)1;
+
+	NEED_NETNS();
+	assert_int_equal(enter(srv_fd), 0);
+	assert_int_equal(kd_stun_xdp_attach("kdstun-none", PORT, KD_XDP_MODE_GENERIC, &x), -ENODEV);
+	assert_null(x);
+	x = (struct kd_stun_xdp *)1;
+	assert_int_equal(kd_stun_xdp_attach(SRV_IF, 0, KD_XDP_MODE_GENERIC, &x), -EINVAL);
+	assert_null(x);
+	enter(home_fd);
+
+	/* what a crashed daemon leaves: our program, attached over netlink */
+	if (sh("ip -n %s link set dev " SRV_IF " xdpgeneric obj %s sec xdp 2>/dev/null", ns_srv, bpf_obj)) {
+		printf("# SKIP cannot attach a program with ip link\n");
+		skip();
+	}
+	if (!attach_xdp(KD_XDP_MODE_GENERIC))
+		skip();
+	uint64_t tx0 = xdp_packets(STUN_XDP_AF_IPV4, STUN_XDP_ACT_TX, STUN_XDP_R_ANSWERED);
+	struct probe_result r = probe(AF_INET, 3000, false);
+
+	assert_mapped_is_client(&r);
+	assert_int_equal(xdp_packets(STUN_XDP_AF_IPV4, STUN_XDP_ACT_TX, STUN_XDP_R_ANSWERED) - tx0, 1);
+	detach_xdp();
+}
+
 static void test_pinned_maps_have_btf(void **state)
 {
 	NEED_NETNS();
@@ -475,6 +503,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_userspace_only),
 		cmocka_unit_test(test_xdp_generic),
 		cmocka_unit_test(test_xdp_native),
+		cmocka_unit_test(test_attach_errors_and_stale),
 		cmocka_unit_test(test_pinned_maps_have_btf),
 		cmocka_unit_test(test_kderpctl),
 	};
