@@ -95,6 +95,14 @@ struct kd_stun_server *kd_stun_server_open(const char *host, int port)
 			break;
 	}
 	freeaddrinfo(res);
+	if (wildcard && fd == -EAFNOSUPPORT) {
+		/* IPv6 disabled on this host: IPv4 only */
+		struct sockaddr_in any4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+		struct addrinfo ai4 = {.ai_family = AF_INET, .ai_socktype = SOCK_DGRAM,
+				       .ai_addr = (struct sockaddr *)&any4, .ai_addrlen = sizeof(any4)};
+
+		fd = bind_one(&ai4, false);
+	}
 	if (fd < 0) {
 		pr_err("stun: bind udp [%s]:%d: %s", wildcard ? "::" : host, port, strerror(-fd));
 		errno = -fd;

@@ -149,8 +149,10 @@ static int try_attach(struct kd_stun_xdp *x, enum kd_xdp_mode mode)
 {
 	int prog_fd = bpf_program__fd(x->skel->progs.kd_stun_xdp);
 	enum xdp_attach_mode xm = mode == KD_XDP_MODE_NATIVE ? XDP_MODE_NATIVE : XDP_MODE_SKB;
-	struct xdp_program *xp = xdp_program__from_fd(prog_fd);
-	int err = libxdp_get_error(xp);
+	const char *force = getenv("KDERP_XDP_ATTACH");
+	bool link_only = force && !strcmp(force, "link");
+	struct xdp_program *xp = link_only ? NULL : xdp_program__from_fd(prog_fd);
+	int err = link_only ? -ENOTSUP : libxdp_get_error(xp);
 
 	if (!err) {
 		/* libxdp loads its dispatcher through libbpf, which prints the

@@ -21,7 +21,9 @@ struct kd_stun_xdp;
  * missing) and attaches it to ifname. Tries libxdp first; where its
  * dispatcher is unavailable falls back to a BPF link, which the kernel
  * detaches by itself if this process dies. Returns 0 or -errno; on failure
- * nothing stays attached or pinned and *out is NULL. */
+ * nothing stays attached or pinned and *out is NULL.
+ * Environment: KDERP_XDP_ATTACH=link skips libxdp and attaches a BPF link
+ * directly (gone with the process even if it crashes). */
 int kd_stun_xdp_attach(const char *ifname, int port, enum kd_xdp_mode mode, struct kd_stun_xdp **out);
 /* Detaches, unpins and frees; NULL-safe. */
 void kd_stun_xdp_detach(struct kd_stun_xdp *x);

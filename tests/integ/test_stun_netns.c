@@ -422,6 +422,51 @@ static void test_attach_errors_and_stale(void **state)
 	detach_xdp();
 }
 
+static void test_link_attach_dies_with_process(void **state)
+{
+	NEED_NETNS();
+	setenv("KDERP_XDP_ATTACH", "link", 1);
+	bool ok = attach_xdp(KD_XDP_MODE_GENERIC);
+
+	unsetenv("KDERP_XDP_ATTACH");
+	if (!ok)
+		skip();
+	assert_string_equal(kd_stun_xdp_method(xdp), "link");
+	uint64_t tx0 = xdp_packets(STUN_XDP_AF_IPV4, STUN_XDP_ACT_TX, STUN_XDP_R_ANSWERED);
+	struct probe_result r = probe(AF_INET, 3000, false);
+
+	assert_mapped_is_client(&r);
+	assert_int_equal(xdp_packets(STUN_XDP_AF_IPV4, STUN_XDP_ACT_TX, STUN_XDP_R_ANSWERED) - tx0, 1);
+	detach_xdp();
+
+	/* a child attaches and dies without detaching: the kernel must
+	 * remove the program with the child's last fd */
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct kd_stun_xdp *cx;
+
+		setenv("KDERP_XDP_ATTACH", "link", 1);
+		enter(srv_fd);
+		_exit(kd_stun_xdp_attach(SRV_IF, PORT, KD_XDP_MODE_GENERIC, &cx) ? 1 : 0);
+	}
+	int st;
+
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	/* link release is synchronous with the last close; allow a moment */
+	int rc = 0;
+
+	for (int i = 0; i < 50 && rc == 0; i++) {
+		rc = sh("ip -n %s link show " SRV_IF " | grep -q xdp", ns_srv);
+		if (rc == 0)
+			usleep(20000);
+	}
+	assert_int_not_equal(rc, 0);
+}
+
 static void test_pinned_maps_have_btf(void **state)
 {
 	NEED_NETNS();
@@ -504,6 +549,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_xdp_generic),
 		cmocka_unit_test(test_xdp_native),
 		cmocka_unit_test(test_attach_errors_and_stale),
+		cmocka_unit_test(test_link_attach_dies_with_process),
 		cmocka_unit_test(test_pinned_maps_have_btf),
 		cmocka_unit_test(test_kderpctl),
 	};
