@@ -694,6 +694,33 @@ static void test_route_enospc(void **state)
 	assert_int_equal(kd_http_route(&req, &opts, &res, out, 2048, &n), 0);
 }
 
+/* A redirect echoes the request: its size is bounded by the documented
+ * 7 * KD_HTTP_MAX_REQUEST even for a target made only of escaped chars. */
+static void test_redirect_worst_case(void **state)
+{
+	static char raw[KD_HTTP_MAX_REQUEST], big[7 * KD_HTTP_MAX_REQUEST];
+	static const char tail[] = " HTTP/1.1\r\nHost: h\r\n\r\n";
+	struct kd_http_request req;
+	size_t t = KD_HTTP_MAX_REQUEST - 4 - (sizeof(tail) - 1), n;
+	const char *body;
+	(void)state;
+
+	opts.port80_redirect = true;
+	memcpy(raw, "GET /", 5);
+	memset(raw + 5, '&', t - 1);
+	memcpy(raw + 4 + t, tail, sizeof(tail) - 1);
+	assert_int_equal(kd_http_parse_request(raw, KD_HTTP_MAX_REQUEST, &req), KD_HTTP_MAX_REQUEST);
+	assert_int_equal(kd_http_route(&req, &opts, &res, out, sizeof(out), &n), -ENOSPC);
+	assert_int_equal(n, 0);
+	assert_int_equal(kd_http_route(&req, &opts, &res, big, sizeof(big), &n), 0);
+	assert_int_equal(res.status, 302);
+	body = memmem(big, n, "\r\n\r\n", 4);
+	assert_non_null(body);
+	body += 4;
+	assert_int_equal(strtoul(strstr(big, "Content-Length: ") + 16, NULL, 10), n - (size_t)(body - big));
+	assert_int_equal(n - (size_t)(body - big), strlen("<a href=\"https://h/\">Found</a>.\n\n") + 5 * (t - 1));
+}
+
 /* --- debug access -------------------------------------------------------- */
 
 static bool allowed_from(const char *raw, const char *ip, const char *key)
@@ -800,6 +827,7 @@ int main(void)
 		cmocka_unit_test_setup(test_home, setup_opts),
 		cmocka_unit_test_setup(test_port80, setup_opts),
 		cmocka_unit_test_setup(test_route_enospc, setup_opts),
+		cmocka_unit_test_setup(test_redirect_worst_case, setup_opts),
 		cmocka_unit_test_setup_teardown(test_debug_access, clear_env, clear_env),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
