@@ -726,8 +726,14 @@ static void test_route_enospc(void **state)
 	assert_int_equal(kd_http_parse_request(raw, strlen(raw), &req), (int)strlen(raw));
 	assert_int_equal(kd_http_route(&req, &opts, &res, small, sizeof(small), &n), -ENOSPC);
 	assert_int_equal(n, 0);
-	/* the home page, the largest fixed response, fits 2 KiB */
+	/* the home page, the largest fixed response, fits 2 KiB with every
+	 * optional paragraph */
+	opts.hostname = "derp1.tailscale.com";
+	opts.derp_enabled = false;
+	opts.debug_allowed = true;
 	assert_int_equal(kd_http_route(&req, &opts, &res, out, 2048, &n), 0);
+	assert_non_null(memmem(out, n, "security@tailscale.com", 22));
+	assert_non_null(memmem(out, n, "</html>\n", 8));
 }
 
 /* A redirect echoes the request: its size is bounded by the documented
