@@ -130,6 +130,21 @@ bool kd_http_debug_allowed(const struct kd_http_request *req, const struct socka
  * reference treats an invalid CIDR as fatal): 0 or -EINVAL. */
 int kd_http_debug_env_check(void);
 
+/* What the /debug/ index shows (spec §3.11). Strings may be NULL. */
+struct kd_http_debug_info {
+	const char *program;      /* page title, e.g. "kderpd" */
+	const char *version;
+	const char *machine;      /* host name of the machine */
+	const char *tls_hostname; /* -hostname */
+	bool mesh_key;
+	uint64_t uptime_sec;
+};
+/* The complete response for KD_HTTP_DEBUG_INDEX (HTML, debug browser
+ * headers, HEAD and keep-alive honoured). 0 or -ENOSPC; 4 KiB is enough
+ * unless the strings are long. */
+int kd_http_debug_index(const struct kd_http_request *req, const struct kd_http_result *res,
+			const struct kd_http_debug_info *info, char *out, size_t cap, size_t *out_len);
+
 /* Header strings for callers that render pages themselves. */
 #define KD_HTTP_BROWSER_HEADERS                                                                        \
 	"Strict-Transport-Security: max-age=63072000; includeSubDomains\r\n"                           \

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http_internal.h"
+
 /* An address as Go's netip sees it after Unmap: IPv4-mapped peers are IPv4. */
 struct ipaddr {
 	bool v4;
@@ -186,4 +188,63 @@ int kd_http_debug_env_check(void)
 	if (allow && *allow && !parse_ip(allow, strlen(allow), &a))
 		return -EINVAL;
 	return each_cidr(getenv("TS_DEBUG_TRUSTED_CIDRS"), NULL, &unused) ? 0 : -EINVAL;
+}
+
+static void put_html(struct kd_obuf *b, const char *s)
+{
+	for (; s && *s; s++) {
+		switch (*s) {
+		case '<': kd_obuf_puts(b, "&lt;"); break;
+		case '>': kd_obuf_puts(b, "&gt;"); break;
+		case '&': kd_obuf_puts(b, "&amp;"); break;
+		case '"': kd_obuf_puts(b, "&#34;"); break;
+		case '\'': kd_obuf_puts(b, "&#39;"); break;
+		default: kd_obuf_put(b, s, 1);
+		}
+	}
+}
+
+/* Go's time.Duration.String for whole seconds: "3s", "2m3s", "1h2m3s" */
+static void put_uptime(struct kd_obuf *b, uint64_t s)
+{
+	uint64_t h = s / 3600, m = s / 60 % 60;
+
+	if (h)
+		kd_obuf_printf(b, "%lluh%llum%llus", (unsigned long long)h, (unsigned long long)m,
+			       (unsigned long long)(s % 60));
+	else if (m)
+		kd_obuf_printf(b, "%llum%llus", (unsigned long long)m, (unsigned long long)(s % 60));
+	else
+		kd_obuf_printf(b, "%llus", (unsigned long long)s);
+}
+
+int kd_http_debug_index(const struct kd_http_request *req, const struct kd_http_result *res,
+			const struct kd_http_debug_info *info, char *out, size_t cap, size_t *out_len)
+{
+	char body[4096];
+	struct kd_obuf b = {.p = body, .cap = sizeof(body)};
+	const char *prog = info->program ? info->program : "kderpd";
+
+	*out_len = 0;
+	kd_obuf_puts(&b, "<html><head><title>");
+	put_html(&b, prog);
+	kd_obuf_puts(&b, " debug</title></head>\n<body>\n<h1>");
+	put_html(&b, prog);
+	kd_obuf_puts(&b, " debug</h1>\n<ul>\n<li><b>Uptime:</b> ");
+	put_uptime(&b, info->uptime_sec);
+	kd_obuf_puts(&b, "</li>\n<li><b>Version:</b> ");
+	put_html(&b, info->version);
+	kd_obuf_puts(&b, "</li>\n<li><b>Machine:</b> ");
+	put_html(&b, info->machine);
+	kd_obuf_puts(&b, "</li>\n<li><b>TLS hostname:</b> ");
+	put_html(&b, info->tls_hostname);
+	kd_obuf_printf(&b, "</li>\n<li><b>Mesh key:</b> %s</li>\n</ul>\n<ul>\n", info->mesh_key ? "true" : "false");
+	kd_obuf_puts(&b, "<li><a href=\"/debug/vars\">/debug/vars</a> (JSON)</li>\n"
+			 "<li><a href=\"/debug/varz\">/debug/varz</a> (Prometheus)</li>\n"
+			 "<li><a href=\"/debug/check\">/debug/check</a> (consistency check)</li>\n"
+			 "</ul>\n</body>\n</html>\n");
+	if (b.overflow)
+		return -ENOSPC;
+	return kd_http_format_reply(req, res, out, cap, out_len, 200, KD_HTTP_TEXT_HTML,
+				    KD_HTTP_DEBUG_BROWSER_HEADERS, body, b.len);
 }

@@ -57,46 +57,74 @@ static int error_reply(struct route_ctx *c, int status, const char *msg, const c
 	return reply(c, status, KD_HTTP_TEXT_PLAIN, hdrs, msg, strlen(msg));
 }
 
-static void html_escape(struct kd_obuf *b, const char *s, size_t n)
+struct url_part {
+	const char *s;
+	size_t len;
+};
+
+/* Go's htmlEscape; returns the escaped length, writing only when b != NULL */
+static size_t html_escape(struct kd_obuf *b, const char *s, size_t n)
 {
+	size_t total = 0;
+
 	for (size_t i = 0; i < n; i++) {
+		const char *rep = NULL;
 		switch (s[i]) {
-		case '<': kd_obuf_puts(b, "&lt;"); break;
-		case '>': kd_obuf_puts(b, "&gt;"); break;
-		case '&': kd_obuf_puts(b, "&amp;"); break;
-		case '"': kd_obuf_puts(b, "&#34;"); break;
-		case '\'': kd_obuf_puts(b, "&#39;"); break;
-		default: kd_obuf_put(b, s + i, 1);
+		case '<': rep = "&lt;"; break;
+		case '>': rep = "&gt;"; break;
+		case '&': rep = "&amp;"; break;
+		case '"': rep = "&#34;"; break;
+		case '\'': rep = "&#39;"; break;
 		}
+		total += rep ? strlen(rep) : 1;
+		if (b && rep)
+			kd_obuf_puts(b, rep);
+		else if (b)
+			kd_obuf_put(b, s + i, 1);
 	}
+	return total;
 }
 
-/* Go's http.Redirect to an absolute URL or path: Location, and for GET a
- * tiny HTML body (text/html also on HEAD). `prefix` and `rest` are joined. */
-static int redirect(struct route_ctx *c, int status, const char *prefix, const char *rest, size_t rest_len,
+/* Go's http.Redirect to an absolute URL or a path made of `parts`: Location,
+ * and for GET a tiny HTML body (text/html also on HEAD). Written straight
+ * into out: the URL echoes the request, so its size is the client's choice. */
+static int redirect(struct route_ctx *c, int status, const struct url_part *parts, size_t nparts,
 		    const char *extra)
 {
-	char hdrs[KD_HTTP_MAX_REQUEST + 1024], body[2 * KD_HTTP_MAX_REQUEST + 512];
-	struct kd_obuf h = {.p = hdrs, .cap = sizeof(hdrs)};
-	struct kd_obuf bb = {.p = body, .cap = sizeof(body)};
+	struct kd_obuf b = {.p = c->out, .cap = c->cap};
 	bool get = kd_http_method_is(c->req, "GET"), head = kd_http_method_is(c->req, "HEAD");
+	const char *text = kd_http_status_text(status);
+	size_t body_len = 0;
 
-	kd_obuf_puts(&h, "Location: ");
-	kd_obuf_puts(&h, prefix);
-	kd_obuf_put(&h, rest, rest_len);
-	kd_obuf_puts(&h, "\r\n");
-	if (extra)
-		kd_obuf_puts(&h, extra);
-	kd_obuf_put(&h, "", 1);
+	c->res->action = KD_HTTP_RESPOND;
+	c->res->status = status;
 	if (get) {
-		kd_obuf_puts(&bb, "<a href=\"");
-		html_escape(&bb, prefix, strlen(prefix));
-		html_escape(&bb, rest, rest_len);
-		kd_obuf_printf(&bb, "\">%s</a>.\n\n", kd_http_status_text(status));
+		body_len = strlen("<a href=\"\">") + strlen(text) + strlen("</a>.\n\n");
+		for (size_t i = 0; i < nparts; i++)
+			body_len += html_escape(NULL, parts[i].s, parts[i].len);
 	}
-	if (h.overflow || bb.overflow)
+	kd_obuf_printf(&b, "HTTP/1.1 %d %s\r\n", status, text);
+	if (get || head)
+		kd_obuf_puts(&b, "Content-Type: " KD_HTTP_TEXT_HTML "\r\n");
+	kd_obuf_puts(&b, "Location: ");
+	for (size_t i = 0; i < nparts; i++)
+		kd_obuf_put(&b, parts[i].s, parts[i].len);
+	kd_obuf_puts(&b, "\r\n");
+	if (extra)
+		kd_obuf_puts(&b, extra);
+	if (!c->res->keep_alive)
+		kd_obuf_puts(&b, "Connection: close\r\n");
+	kd_obuf_printf(&b, "Content-Length: %zu\r\n\r\n", body_len);
+	if (get) {
+		kd_obuf_puts(&b, "<a href=\"");
+		for (size_t i = 0; i < nparts; i++)
+			html_escape(&b, parts[i].s, parts[i].len);
+		kd_obuf_printf(&b, "\">%s</a>.\n\n", text);
+	}
+	if (b.overflow)
 		return -ENOSPC;
-	return reply(c, status, get || head ? KD_HTTP_TEXT_HTML : NULL, hdrs, body, bb.len);
+	*c->out_len = b.len;
+	return 0;
 }
 
 static bool keep_alive_ok(const struct kd_http_request *req)
@@ -298,7 +326,7 @@ static int route_home(struct route_ctx *c)
 	if (strcmp(home, "blank") == 0)
 		return reply(c, 200, KD_HTTP_TEXT_HTML, KD_HTTP_BROWSER_HEADERS, NULL, 0);
 	if (strncmp(home, "http://", 7) == 0 || strncmp(home, "https://", 8) == 0)
-		return redirect(c, 302, home, "", 0, KD_HTTP_BROWSER_HEADERS);
+		return redirect(c, 302, &(struct url_part){home, strlen(home)}, 1, KD_HTTP_BROWSER_HEADERS);
 	return home_default(c);
 }
 
@@ -330,8 +358,10 @@ static int route_main(struct route_ctx *c)
 	}
 	/* Go's ServeMux sends the bare subtree name to the subtree */
 	if (path_is(req, "/debug"))
-		return redirect(c, 301, "/debug/", req->query_len ? req->query - 1 : "",
-				req->query_len ? req->query_len + 1 : 0, NULL);
+		return redirect(c, 301,
+				(struct url_part[]){{"/debug/", 7},
+						    {req->query - 1, req->query_len ? req->query_len + 1 : 0}},
+				2, NULL);
 	if (path_has_prefix(req->path, req->path_len, "/debug/"))
 		return route_debug(c);
 	return route_home(c);
@@ -341,8 +371,7 @@ static int route_port80(struct route_ctx *c)
 {
 	const struct kd_http_request *req = c->req;
 	const struct kd_http_header *host = kd_http_find(req, "Host");
-	char prefix[KD_HTTP_MAX_REQUEST + 16];
-	struct kd_obuf b = {.p = prefix, .cap = sizeof(prefix)};
+	struct url_part url[3] = {{"https://", 8}, {"", 0}, {req->target, req->target_len}};
 
 	if (path_is(req, "/generate_204"))
 		return route_generate_204(c);
@@ -354,15 +383,11 @@ static int route_port80(struct route_ctx *c)
 	if (!kd_http_method_is(req, "GET") && !kd_http_method_is(req, "HEAD"))
 		return error_reply(c, 400, "Use HTTPS\n", NULL);
 
-	kd_obuf_puts(&b, "https://");
 	if (host)
-		kd_obuf_put(&b, host->value, host->value_len);
-	kd_obuf_put(&b, "", 1);
-	if (b.overflow)
-		return -ENOSPC;
+		url[1] = (struct url_part){host->value, host->value_len};
 	if (kd_http_method_is(req, "GET") && path_is(req, "/") && c->o->debug_allowed)
-		return redirect(c, 302, prefix, "/debug/", 7, NULL);
-	return redirect(c, 302, prefix, req->target, req->target_len, NULL);
+		url[2] = (struct url_part){"/debug/", 7};
+	return redirect(c, 302, url, 3, NULL);
 }
 
 static size_t count_headers(const struct kd_http_request *req, const char *name)

@@ -588,6 +588,42 @@ static void test_debug_reply_format(void **state)
 	assert_string_equal(out, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx");
 }
 
+static void test_debug_index_page(void **state)
+{
+	static const char raw[] = "GET /debug/ HTTP/1.1\r\nHost: h\r\n\r\n";
+	struct kd_http_request req;
+	struct kd_http_debug_info info = {.program = "kderpd", .version = "0.1<b>", .machine = "m1",
+					  .tls_hostname = "derp.example.com", .mesh_key = true,
+					  .uptime_sec = 3723};
+	const char *body;
+	size_t n;
+	(void)state;
+
+	opts.debug_allowed = true;
+	assert_int_equal(kd_http_parse_request(raw, strlen(raw), &req), (int)strlen(raw));
+	assert_int_equal(kd_http_route(&req, &opts, &res, out, sizeof(out), &out_len), 0);
+	assert_int_equal(res.action, KD_HTTP_DEBUG_INDEX);
+	assert_int_equal(kd_http_debug_index(&req, &res, &info, out, sizeof(out) - 1, &n), 0);
+	out[n] = '\0';
+	assert_memory_equal(out, "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n", 57);
+	assert_non_null(strstr(out, "object-src 'none'; style-src 'self' 'unsafe-inline'\r\n"));
+	body = strstr(out, "\r\n\r\n") + 4;
+	assert_int_equal(strtoul(strstr(out, "Content-Length: ") + 16, NULL, 10), strlen(body));
+	assert_non_null(strstr(body, "<li><b>Uptime:</b> 1h2m3s</li>"));
+	assert_non_null(strstr(body, "<li><b>Version:</b> 0.1&lt;b&gt;</li>"));
+	assert_non_null(strstr(body, "<li><b>Machine:</b> m1</li>"));
+	assert_non_null(strstr(body, "<li><b>TLS hostname:</b> derp.example.com</li>"));
+	assert_non_null(strstr(body, "<li><b>Mesh key:</b> true</li>"));
+	assert_non_null(strstr(body, "href=\"/debug/varz\""));
+	info.uptime_sec = 59;
+	info.mesh_key = false;
+	assert_int_equal(kd_http_debug_index(&req, &res, &info, out, sizeof(out) - 1, &n), 0);
+	out[n] = '\0';
+	assert_non_null(strstr(out, "<b>Uptime:</b> 59s<"));
+	assert_non_null(strstr(out, "<b>Mesh key:</b> false<"));
+	assert_int_equal(kd_http_debug_index(&req, &res, &info, out, 100, &n), -ENOSPC);
+}
+
 static void test_home(void **state)
 {
 	(void)state;
@@ -690,8 +726,41 @@ static void test_route_enospc(void **state)
 	assert_int_equal(kd_http_parse_request(raw, strlen(raw), &req), (int)strlen(raw));
 	assert_int_equal(kd_http_route(&req, &opts, &res, small, sizeof(small), &n), -ENOSPC);
 	assert_int_equal(n, 0);
-	/* the home page, the largest fixed response, fits 2 KiB */
+	/* the home page, the largest fixed response, fits 2 KiB with every
+	 * optional paragraph */
+	opts.hostname = "derp1.tailscale.com";
+	opts.derp_enabled = false;
+	opts.debug_allowed = true;
 	assert_int_equal(kd_http_route(&req, &opts, &res, out, 2048, &n), 0);
+	assert_non_null(memmem(out, n, "security@tailscale.com", 22));
+	assert_non_null(memmem(out, n, "</html>\n", 8));
+}
+
+/* A redirect echoes the request: its size is bounded by the documented
+ * 7 * KD_HTTP_MAX_REQUEST even for a target made only of escaped chars. */
+static void test_redirect_worst_case(void **state)
+{
+	static char raw[KD_HTTP_MAX_REQUEST], big[7 * KD_HTTP_MAX_REQUEST];
+	static const char tail[] = " HTTP/1.1\r\nHost: h\r\n\r\n";
+	struct kd_http_request req;
+	size_t t = KD_HTTP_MAX_REQUEST - 4 - (sizeof(tail) - 1), n;
+	const char *body;
+	(void)state;
+
+	opts.port80_redirect = true;
+	memcpy(raw, "GET /", 5);
+	memset(raw + 5, '&', t - 1);
+	memcpy(raw + 4 + t, tail, sizeof(tail) - 1);
+	assert_int_equal(kd_http_parse_request(raw, KD_HTTP_MAX_REQUEST, &req), KD_HTTP_MAX_REQUEST);
+	assert_int_equal(kd_http_route(&req, &opts, &res, out, sizeof(out), &n), -ENOSPC);
+	assert_int_equal(n, 0);
+	assert_int_equal(kd_http_route(&req, &opts, &res, big, sizeof(big), &n), 0);
+	assert_int_equal(res.status, 302);
+	body = memmem(big, n, "\r\n\r\n", 4);
+	assert_non_null(body);
+	body += 4;
+	assert_int_equal(strtoul(strstr(big, "Content-Length: ") + 16, NULL, 10), n - (size_t)(body - big));
+	assert_int_equal(n - (size_t)(body - big), strlen("<a href=\"https://h/\">Found</a>.\n\n") + 5 * (t - 1));
 }
 
 /* --- debug access -------------------------------------------------------- */
@@ -797,9 +866,11 @@ int main(void)
 		cmocka_unit_test_setup(test_host_and_keepalive, setup_opts),
 		cmocka_unit_test_setup(test_debug_routes, setup_opts),
 		cmocka_unit_test_setup(test_debug_reply_format, setup_opts),
+		cmocka_unit_test_setup(test_debug_index_page, setup_opts),
 		cmocka_unit_test_setup(test_home, setup_opts),
 		cmocka_unit_test_setup(test_port80, setup_opts),
 		cmocka_unit_test_setup(test_route_enospc, setup_opts),
+		cmocka_unit_test_setup(test_redirect_worst_case, setup_opts),
 		cmocka_unit_test_setup_teardown(test_debug_access, clear_env, clear_env),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
