@@ -351,6 +351,53 @@ enum kd_ws_event kd_ws_decode(struct kd_ws_decoder *d, uint8_t *buf, size_t len,
 	}
 }
 
+int kd_ws_unwrap(struct kd_ws_decoder *d, uint8_t *buf, size_t len, size_t *consumed, size_t *derp_len,
+		 uint8_t *reply, size_t reply_cap, size_t *reply_len)
+{
+	size_t off = 0, out = 0;
+	int rc = 0;
+
+	if (d->done != KD_WS_NEED_MORE) { /* already answered */
+		*consumed = len;
+		*derp_len = 0;
+		return d->done == KD_WS_CLOSE ? 1 : -EPROTO;
+	}
+	while (off < len && rc == 0 && reply_cap - *reply_len >= KD_WS_MAX_CONTROL_FRAME) {
+		uint8_t *pl, *r = reply + *reply_len;
+		size_t pll, used;
+		enum kd_ws_event ev = kd_ws_decode(d, buf + off, len - off, &used, &pl, &pll);
+
+		off += used;
+		switch (ev) {
+		case KD_WS_DATA:
+			/* the payload sits at or after out: a forward-safe move */
+			memmove(buf + out, pl, pll);
+			out += pll;
+			break;
+		case KD_WS_PING:
+			*reply_len += kd_ws_encode_pong(r, pl, pll);
+			break;
+		case KD_WS_CLOSE:
+			*reply_len += kd_ws_encode_close(r, d->close_code, NULL);
+			rc = 1;
+			break;
+		case KD_WS_ERROR:
+			*reply_len += kd_ws_encode_close(r, d->close_code, d->error);
+			rc = -EPROTO;
+			break;
+		case KD_WS_PONG:
+		case KD_WS_NEED_MORE:
+			break;
+		}
+	}
+	/* a finished stream swallows whatever follows it */
+	if (rc != 0)
+		off = len;
+	*consumed = off;
+	*derp_len = out;
+	return rc;
+}
+
 size_t kd_ws_encode_frame_header(uint8_t hdr[static KD_WS_MAX_SERVER_HEADER], enum kd_ws_opcode op, bool fin,
 				 size_t payload_len)
 {

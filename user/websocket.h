@@ -101,6 +101,18 @@ void kd_ws_decoder_init(struct kd_ws_decoder *d, size_t max_message);
 enum kd_ws_event kd_ws_decode(struct kd_ws_decoder *d, uint8_t *buf, size_t len, size_t *consumed,
 			      uint8_t **payload, size_t *payload_len);
 
+/* The whole read path in one call, for a connection that speaks DERP over
+ * WebSocket: decodes buf[0..len) in place, moving the DERP bytes of binary
+ * messages to the front of buf (buf[0..*derp_len)), and appends what must be
+ * sent back to reply (pongs; the close echo; the close frame of a violation).
+ * Stops early, with *consumed < len, only when reply has no room for another
+ * control frame (KD_WS_MAX_CONTROL_FRAME bytes; give reply_cap at least
+ * that): flush it and call again with buf + *consumed.
+ * Returns 0 to carry on, 1 when the peer closed (EOF after reply is sent),
+ * or -EPROTO on a violation (send reply, then close the connection). */
+int kd_ws_unwrap(struct kd_ws_decoder *d, uint8_t *buf, size_t len, size_t *consumed, size_t *derp_len,
+		 uint8_t *reply, size_t reply_cap, size_t *reply_len);
+
 /* Header of one unmasked FIN binary frame (a server DERP write); returns its
  * length, 2, 4 or 10. */
 size_t kd_ws_encode_header(uint8_t hdr[static KD_WS_MAX_SERVER_HEADER], size_t payload_len);

@@ -2,6 +2,7 @@
 /* libFuzzer harness for the WebSocket frame decoder. Input: one byte picking
  * the chunk size and message limit, then client bytes. The same stream fed in
  * chunks must give the same data and the same final event as fed whole. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,6 +66,37 @@ static void run_decoder(const uint8_t *in, size_t size, size_t chunk, size_t max
 	free(buf);
 }
 
+/* kd_ws_unwrap must yield the same DERP bytes and end as the events do */
+static void run_unwrap(const uint8_t *in, size_t size, size_t max, const struct run *want)
+{
+	static uint8_t got[1 << 16];
+	struct kd_ws_decoder d;
+	uint8_t *buf = malloc(size ? size : 1), reply[KD_WS_MAX_CONTROL_FRAME + 7];
+	size_t off = 0, total = 0;
+	int rc = 0;
+
+	if (!buf)
+		abort();
+	memcpy(buf, in, size);
+	kd_ws_decoder_init(&d, max);
+	while (off < size && rc == 0) {
+		size_t used, dl, rl = 0;
+		rc = kd_ws_unwrap(&d, buf + off, size - off, &used, &dl, reply, sizeof(reply), &rl);
+		if (used > size - off || dl > used || rl > sizeof(reply) || (used == 0 && rc == 0))
+			abort();
+		if (total + dl <= sizeof(got))
+			memcpy(got + total, buf + off, dl);
+		total += dl;
+		off += used;
+	}
+	if (total != want->len || (rc == 1) != (want->last == KD_WS_CLOSE) ||
+	    (rc == -EPROTO) != (want->last == KD_WS_ERROR))
+		abort();
+	if (total <= sizeof(got) && memcmp(got, want->data, total) != 0)
+		abort();
+	free(buf);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct run whole, split;
@@ -83,5 +115,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (whole.len <= sizeof(whole.data) && memcmp(whole.data, split.data, whole.len) != 0)
 		abort();
+	run_unwrap(data, size, max, &whole);
 	return 0;
 }

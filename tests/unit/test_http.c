@@ -339,6 +339,34 @@ static void test_derp_upgrade_vector(void **state)
 	assert_int_equal(n, 0);
 }
 
+/* shared/vectors/hello-HEADstyle-appname.txt: the client's bytes arrive as
+ * one stream, request then ClientInfo. The parser must stop exactly at the
+ * frame, which stays in the buffer for the DERP handshake. */
+static void test_vector_c2s_stream(void **state)
+{
+	static const char hex[] =
+		"474554202f6465727020485454502f312e310d0a486f73743a203132372e302e302e313a34333334300d0a557365722d"
+		"4167656e743a20476f2d687474702d636c69656e742f312e310d0a436f6e6e656374696f6e3a20557067726164650d0a"
+		"557067726164653a20444552500d0a0d0a0200000080ce8d3ad1ccb633ec7b70c17814a5c76ecd029685050d344745ba"
+		"05870e587d59000102030405060708090a0b0c0d0e0f101112131415161778b6993036c8569bb9b6d8cd3f0b7f2199ed"
+		"f5a6e8428f59d77442f5e0be4499b5921f8df3dea5157262615652658990e42cb5f816f57bb499bcff2dacc9e288a9cc"
+		"dc23a6f34936";
+	static uint8_t bytes[sizeof(hex) / 2];
+	struct kd_http_request req;
+	size_t len = (sizeof(hex) - 1) / 2;
+	int n;
+	(void)state;
+
+	assert_int_equal(kd_hex_decode(bytes, len, hex, sizeof(hex) - 1), 0);
+	n = kd_http_parse_request((const char *)bytes, len, &req);
+	assert_int_equal(n, 113); /* "GET /derp ... Upgrade: DERP\r\n\r\n" */
+	assert_int_equal(len - (size_t)n, 5 + 0x80);
+	assert_memory_equal(bytes + n, "\x02\x00\x00\x00\x80", 5);
+	assert_int_equal(kd_http_route(&req, &opts, &res, out, sizeof(out), &out_len), 0);
+	assert_int_equal(res.action, KD_HTTP_UPGRADE_DERP);
+	assert_int_equal(out_len, KD_HTTP_DERP_UPGRADE_LEN);
+}
+
 static void test_derp_upgrade_variants(void **state)
 {
 	(void)state;
@@ -858,6 +886,7 @@ int main(void)
 		cmocka_unit_test(test_parse_limits),
 		cmocka_unit_test(test_tokens_and_query),
 		cmocka_unit_test_setup(test_derp_upgrade_vector, setup_opts),
+		cmocka_unit_test_setup(test_vector_c2s_stream, setup_opts),
 		cmocka_unit_test_setup(test_derp_upgrade_variants, setup_opts),
 		cmocka_unit_test_setup(test_derp_websocket, setup_opts),
 		cmocka_unit_test_setup(test_probe, setup_opts),

@@ -434,6 +434,57 @@ static void test_encode_decode_roundtrip(void **state)
 	}
 }
 
+static void test_unwrap(void **state)
+{
+	uint8_t buf[512], reply[2 * KD_WS_MAX_CONTROL_FRAME];
+	size_t n = 0, used, dl, rl = 0;
+	struct kd_ws_decoder d;
+	(void)state;
+
+	n += client_frame(buf + n, 0x02, (const uint8_t *)"\x04\x00", 2, mask1);
+	n += client_frame(buf + n, 0x89, (const uint8_t *)"p1", 2, mask1);
+	n += client_frame(buf + n, 0x80, (const uint8_t *)"\x00\x00\x22", 3, mask1);
+	n += client_frame(buf + n, 0x89, (const uint8_t *)"p2", 2, mask1);
+	n += client_frame(buf + n, 0x89, (const uint8_t *)"p3", 2, mask1);
+	n += client_frame(buf + n, 0x82, (const uint8_t *)"xyz", 3, mask1);
+	n += client_frame(buf + n, 0x88, (const uint8_t *)"\x03\xe9", 2, mask1);
+	n += client_frame(buf + n, 0x82, (const uint8_t *)"after", 5, mask1);
+
+	kd_ws_decoder_init(&d, 0);
+	/* room for one full control frame and a bit: stops after the second ping */
+	assert_int_equal(kd_ws_unwrap(&d, buf, n, &used, &dl, reply, KD_WS_MAX_CONTROL_FRAME + 4, &rl), 0);
+	assert_true(used < n);
+	assert_int_equal(dl, 5);
+	assert_memory_equal(buf, "\x04\x00\x00\x00\x22", 5);
+	assert_int_equal(rl, 8);
+	assert_memory_equal(reply, "\x8a\x02p1\x8a\x02p2", 8);
+
+	rl = 0;
+	assert_int_equal(kd_ws_unwrap(&d, buf + used, n - used, &used, &dl, reply, sizeof(reply), &rl), 1);
+	assert_int_equal(dl, 3);
+	assert_int_equal(rl, 8);
+	assert_memory_equal(reply, "\x8a\x02p3\x88\x02\x03\xe9", 8); /* pong, close echo 1001 */
+	/* after the close nothing more is read or answered */
+	rl = 0;
+	assert_int_equal(kd_ws_unwrap(&d, buf, 7, &used, &dl, reply, sizeof(reply), &rl), 1);
+	assert_int_equal(used, 7);
+	assert_int_equal(dl, 0);
+	assert_int_equal(rl, 0);
+
+	/* a violation leaves the close frame to send */
+	kd_ws_decoder_init(&d, 0);
+	n = client_frame(buf, 0x82, (const uint8_t *)"ok", 2, mask1);
+	n += client_frame(buf + n, 0x81, (const uint8_t *)"text", 4, mask1);
+	rl = 0;
+	assert_int_equal(kd_ws_unwrap(&d, buf, n, &used, &dl, reply, sizeof(reply), &rl), -EPROTO);
+	assert_int_equal(used, n);
+	assert_int_equal(dl, 2);
+	assert_memory_equal(buf, "ok", 2);
+	assert_int_equal(reply[0], 0x88);
+	assert_int_equal(reply[2] << 8 | reply[3], KD_WS_CLOSE_UNSUPPORTED_DATA);
+	assert_memory_equal(reply + 4, "text messages are not supported", reply[1] - 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -446,6 +497,7 @@ int main(void)
 		cmocka_unit_test(test_decode_close),
 		cmocka_unit_test(test_encoders),
 		cmocka_unit_test(test_encode_decode_roundtrip),
+		cmocka_unit_test(test_unwrap),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
