@@ -484,45 +484,63 @@ static ssize_t conn_read(struct kd_conn *c, void *buf, size_t len)
 	return -1;
 }
 
+static void respond(struct kd_conn *c, const char *out, size_t len, bool keep_alive)
+{
+	c->state = KD_CONN_HTTP_RESPONDING;
+	c->http_close_after = !keep_alive;
+	kd_conn_ctrl_append(c, out, len);
+}
+
+static void respond_error(struct kd_conn *c, int status, const char *body)
+{
+	char out[512];
+	size_t n;
+
+	if (kd_http_format_response(out, sizeof(out), &n, status, KD_HTTP_TEXT_PLAIN,
+				    "X-Content-Type-Options: nosniff\r\nConnection: close\r\n", body,
+				    strlen(body)) == 0)
+		respond(c, out, n, false);
+	else
+		kd_conn_close(c, "http response too large");
+}
+
+/* Answers one complete request; the response is built in the worker's
+ * scratch buffer, which is free while input sits in c->in. */
 static void http_step(struct kd_conn *c)
 {
 	struct kd_server *s = c->srv;
+	struct kd_worker *w = c->w;
 	struct kd_http_request req;
-	int n = kd_http_parse_request((const char *)c->in.data + c->in.off, c->in.len - c->in.off, &req);
+	const char *in = (const char *)c->in.data + c->in.off;
+	size_t in_len = c->in.len - c->in.off;
+	char *out = (char *)w->scratch;
+	size_t cap = w->scratch_cap, out_len = 0;
+	int n = kd_http_parse_request(in, in_len, &req);
 
-	if (n == -2) {
-		if (c->in.len - c->in.off >= KD_HTTP_MAX_REQUEST) {
-			c->w->ctr.handshake_errors[KD_HS_HTTP_TOO_LARGE]++;
-			static const char resp[] = "HTTP/1.1 431 Request Header Fields Too Large\r\n"
-						   "Content-Length: 0\r\nConnection: close\r\n\r\n";
-			c->http_close_after = true;
-			c->state = KD_CONN_HTTP_RESPONDING;
-			kd_conn_ctrl_append(c, resp, sizeof(resp) - 1);
-		}
+	if (n == KD_HTTP_PARSE_INCOMPLETE && in_len < KD_HTTP_MAX_REQUEST)
 		return;
-	}
 	if (n < 0) {
-		c->w->ctr.handshake_errors[KD_HS_HTTP_MALFORMED]++;
-		static const char resp[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
-					   "Connection: close\r\nContent-Length: 12\r\n\r\nBad Request\n";
-		c->http_close_after = true;
-		c->state = KD_CONN_HTTP_RESPONDING;
-		kd_conn_ctrl_append(c, resp, sizeof(resp) - 1);
+		w->ctr.handshake_errors[in_len >= KD_HTTP_MAX_REQUEST ? KD_HS_HTTP_TOO_LARGE : KD_HS_HTTP_MALFORMED]++;
+		if (kd_http_parse_error_response(in, in_len, out, cap, &out_len) != 0) {
+			kd_conn_close(c, "malformed HTTP request");
+			return;
+		}
+		c->in.off = c->in.len;
+		respond(c, out, out_len, false);
 		return;
 	}
-	c->w->ctr.http_requests++;
+	w->ctr.http_requests++;
 	struct kd_http_route_opts o = {
 		.server_pub = s->cfg.keys.pub,
 		.derp_enabled = s->cfg.derp_enabled,
-		.debug_allowed = kd_http_debug_allowed(&req, (const struct sockaddr *)&c->peer, NULL),
+		.debug_allowed = kd_http_debug_allowed(&req, (const struct sockaddr *)&c->peer, s->debug_key),
 		.port80_redirect = c->port80,
 		.home = s->cfg.home ? s->cfg.home : "",
 		.dev = s->cfg.dev,
+		.hostname = s->cfg.hostname,
 	};
 	struct kd_http_result res;
-	char out[4096];
-	size_t out_len = 0;
-	if (kd_http_route(&req, &o, &res, out, sizeof(out), &out_len) != 0) {
+	if (kd_http_route(&req, &o, &res, out, cap, &out_len) != 0) {
 		kd_conn_close(c, "http response too large");
 		return;
 	}
@@ -535,31 +553,58 @@ static void http_step(struct kd_conn *c)
 			kd_conn_ctrl_append(c, out, out_len);
 		kd_derp_on_upgrade(c);
 		return;
-	case KD_HTTP_VARZ: {
+	case KD_HTTP_UPGRADE_WEBSOCKET:
+		/* the 101 in out is not sent: refusing beats a half-working transport */
+		respond_error(c, 501, "DERP over WebSocket is not supported by this kderpd yet\n");
+		return;
+	case KD_HTTP_VARZ:
+	case KD_HTTP_DEBUG_VARS: {
 		char *body = NULL;
 		size_t blen = 0;
-		if (kd_metrics_render(s, &body, &blen) != 0) {
-			kd_conn_close(c, "metrics render failed");
-			return;
-		}
-		size_t cap = blen + 512;
-		char *resp = malloc(cap);
-		if (resp && kd_http_format_response(resp, cap, &out_len, 200, "text/plain; version=0.0.4",
-						    NULL, body, blen) == 0) {
-			c->state = KD_CONN_HTTP_RESPONDING;
-			c->http_close_after = !res.keep_alive;
-			kd_conn_ctrl_append(c, resp, out_len);
-		} else {
+		int err = res.action == KD_HTTP_VARZ ? kd_metrics_render(s, &body, &blen)
+						     : kd_metrics_render_json(s, &body, &blen);
+		char *resp = err ? NULL : malloc(blen + 1024);
+		if (resp && kd_http_format_reply(&req, &res, resp, blen + 1024, &out_len, 200,
+						 res.action == KD_HTTP_VARZ ? "text/plain; version=0.0.4; charset=utf-8"
+									    : "application/json",
+						 KD_HTTP_DEBUG_BROWSER_HEADERS, body, blen) == 0)
+			respond(c, resp, out_len, res.keep_alive);
+		else
 			kd_conn_close(c, "metrics response failed");
-		}
 		free(resp);
 		free(body);
 		return;
 	}
-	default:
-		c->state = KD_CONN_HTTP_RESPONDING;
-		c->http_close_after = !res.keep_alive || res.action != KD_HTTP_RESPOND;
-		kd_conn_ctrl_append(c, out, out_len);
+	case KD_HTTP_DEBUG_CHECK: {
+		char problems[512];
+		bool ok = kd_registry_check(s, problems, sizeof(problems));
+		const char *body = ok ? "derp.Server ConsistencyCheck okay" : problems;
+		if (kd_http_format_reply(&req, &res, out, cap, &out_len, ok ? 200 : 500, KD_HTTP_TEXT_PLAIN,
+					 KD_HTTP_DEBUG_BROWSER_HEADERS, body, strlen(body)) == 0)
+			respond(c, out, out_len, res.keep_alive);
+		else
+			kd_conn_close(c, "check response failed");
+		return;
+	}
+	case KD_HTTP_DEBUG_INDEX: {
+		char host[256] = "";
+		gethostname(host, sizeof(host) - 1);
+		struct kd_http_debug_info info = {
+			.program = "kderpd",
+			.version = KDERP_VERSION,
+			.machine = host,
+			.tls_hostname = s->cfg.hostname,
+			.mesh_key = s->cfg.has_mesh_key,
+			.uptime_sec = (kd_now_ms() - s->start_ms) / 1000,
+		};
+		if (kd_http_debug_index(&req, &res, &info, out, cap, &out_len) == 0)
+			respond(c, out, out_len, res.keep_alive);
+		else
+			kd_conn_close(c, "debug page too large");
+		return;
+	}
+	case KD_HTTP_RESPOND:
+		respond(c, out, out_len, res.keep_alive);
 		return;
 	}
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "flags.h"
+#include "http.h"
 #include "keyfile.h"
 #include "log.h"
 #include "loop.h"
@@ -21,7 +22,6 @@
 #include "stun_server.h"
 #include "tls.h"
 
-#define KDERP_VERSION "0.1.0"
 
 struct opts {
 	bool dev, version, derp, stun, verbose, verify_clients, ace;
@@ -190,6 +190,11 @@ static void host_of(const char *addr, char *out, size_t cap)
 	out[n] = '\0';
 }
 
+static int stun_metrics(void *arg, char *out, size_t cap)
+{
+	return kd_stun_server_metrics(arg, out, cap);
+}
+
 int main(int argc, char **argv)
 {
 	struct kd_server_config cfg;
@@ -253,11 +258,12 @@ int main(int argc, char **argv)
 	cfg.accept_burst = g_opts.accept_burst > 0 ? (uint32_t)g_opts.accept_burst
 			   : g_opts.accept_limit > 0  ? (uint32_t)(g_opts.accept_limit < 1 ? 1 : g_opts.accept_limit)
 						      : 0;
-	if (strcmp(cfg.home, "") && strcmp(cfg.home, "blank") && strncmp(cfg.home, "http://", 7) &&
-	    strncmp(cfg.home, "https://", 8)) {
+	if (kd_http_home_check(cfg.home) != 0) {
 		pr_err("unknown --home value %s", cfg.home);
 		return 2;
 	}
+	if (kd_http_debug_env_check() != 0)
+		return 2;
 	if (load_identity(&cfg) != 0 || load_mesh_key(&cfg) != 0)
 		return 1;
 
@@ -271,7 +277,6 @@ int main(int argc, char **argv)
 			       g_opts.stun_port);
 			return 1;
 		}
-		pr_info("STUN server listening on %s:%d", host[0] ? host : "[::]", kd_stun_server_port(stun));
 	}
 
 	err = kd_server_new(&srv, &cfg);
@@ -279,6 +284,8 @@ int main(int argc, char **argv)
 		kd_stun_server_close(stun);
 		return 1;
 	}
+	if (stun)
+		kd_server_set_extra_metrics(srv, stun_metrics, stun);
 
 	sigset_t sigs;
 	sigemptyset(&sigs);

@@ -199,7 +199,50 @@ int kd_metrics_render(struct kd_server *s, char **outp, size_t *lenp)
 	counter(&o, "kderp_health_frames_total", t.health_frames);
 	counter(&o, "kderp_restarting_frames_total", t.restarting_frames);
 	gauge(&o, "kderp_workers", s->nworkers);
+	if (s->extra_metrics) {
+		/* other planes (STUN, XDP, offload) render their own families */
+		char extra[16384];
+		int n = s->extra_metrics(s->extra_metrics_arg, extra, sizeof(extra));
+		if (n > 0)
+			emit(&o, "%.*s", n, extra);
+	}
 
+	if (o.err) {
+		free(o.buf);
+		return -1;
+	}
+	*outp = o.buf;
+	*lenp = o.len;
+	return 0;
+}
+
+/* /debug/vars: every sample of the text exposition as "name{labels}": value.
+ * Flat rather than expvar's nesting: a documented simplification. */
+int kd_metrics_render_json(struct kd_server *s, char **outp, size_t *lenp)
+{
+	char *text = NULL;
+	size_t len = 0;
+	struct out o = {0};
+	bool first = true;
+
+	if (kd_metrics_render(s, &text, &len) != 0)
+		return -1;
+	emit(&o, "{");
+	for (char *line = text; line < text + len;) {
+		char *nl = memchr(line, '\n', (size_t)(text + len - line));
+		size_t n = nl ? (size_t)(nl - line) : (size_t)(text + len - line);
+		char *sp = memrchr(line, ' ', n);
+		if (line[0] != '#' && sp) {
+			emit(&o, "%s\n\t\"", first ? "" : ",");
+			for (char *p = line; p < sp; p++)
+				emit(&o, *p == '"' ? "\\\"" : "%c", *p);
+			emit(&o, "\": %.*s", (int)(n - (size_t)(sp + 1 - line)), sp + 1);
+			first = false;
+		}
+		line += n + 1;
+	}
+	emit(&o, "\n}\n");
+	free(text);
 	if (o.err) {
 		free(o.buf);
 		return -1;

@@ -328,3 +328,35 @@ void kd_registry_close_peer(struct kd_conn *c, const uint8_t key[static DERP_KEY
 		post_frame(c, set->conns[i], NULL, KD_MSG_CLOSE);
 	pthread_rwlock_unlock(&s->reg_lock);
 }
+
+bool kd_registry_check(struct kd_server *s, char *problems, size_t cap)
+{
+	const uint8_t *k;
+	void *v;
+	size_t used = 0;
+	int64_t conns = 0;
+
+	problems[0] = '\0';
+	pthread_rwlock_rdlock(&s->reg_lock);
+	for (size_t i = 0; (i = kd_keymap_next(&s->reg, i, &k, &v)) != 0;) {
+		struct kd_client_set *set = v;
+		char sk[KD_KEY_SHORT_LEN];
+		bool found = set->active == NULL;
+		conns += set->n;
+		for (uint32_t j = 0; j < set->n; j++)
+			found |= set->conns[j] == set->active;
+		kd_key_short(sk, k);
+		if (set->n == 0 && used < cap)
+			used += (size_t)snprintf(problems + used, cap - used, "%skey %s has no connections",
+						 used ? ", " : "", sk);
+		if (!found && used < cap)
+			used += (size_t)snprintf(problems + used, cap - used, "%skey %s: active is not live",
+						 used ? ", " : "", sk);
+	}
+	int64_t g = __atomic_load_n(&s->g_conns, __ATOMIC_RELAXED);
+	if (g != conns && used < cap)
+		used += (size_t)snprintf(problems + used, cap - used, "%scurrent_connections %lld != %lld registered",
+					 used ? ", " : "", (long long)g, (long long)conns);
+	pthread_rwlock_unlock(&s->reg_lock);
+	return used == 0;
+}

@@ -5,6 +5,7 @@
 #include <netdb.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -182,6 +183,31 @@ static void on_accept80(struct kd_io *io, uint32_t events)
 	}
 }
 
+/* TS_DEBUG_KEY_PATH (spec §3.11): a key that opens /debug/ from anywhere. */
+static char *load_debug_key(void)
+{
+	const char *path = getenv("TS_DEBUG_KEY_PATH");
+	char buf[256];
+
+	if (!path || !*path)
+		return NULL;
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		pr_warn("TS_DEBUG_KEY_PATH %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	char *b = buf, *e = buf + n;
+	while (b < e && (*b == ' ' || *b == '\n' || *b == '\r' || *b == '\t'))
+		b++;
+	while (e > b && (e[-1] == ' ' || e[-1] == '\n' || e[-1] == '\r' || e[-1] == '\t'))
+		e--;
+	*e = '\0';
+	return *b ? strdup(b) : NULL;
+}
+
 static void *worker_main(void *arg)
 {
 	struct kd_worker *w = arg;
@@ -207,6 +233,7 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 	s->cfg = *cfg;
 	s->listen_fd = s->listen80_fd = -1;
 	s->start_ms = kd_now_ms();
+	s->debug_key = load_debug_key();
 	pthread_rwlock_init(&s->reg_lock, NULL);
 	pthread_mutex_init(&s->accept_lock, NULL);
 	kd_keymap_init(&s->reg);
@@ -389,6 +416,7 @@ void kd_server_free(struct kd_server *s)
 	if (s->listen80_fd >= 0)
 		close(s->listen80_fd);
 	kd_tls_ctx_free(s->tls);
+	free(s->debug_key);
 	const uint8_t *k;
 	void *v;
 	for (size_t i = 0; (i = kd_keymap_next(&s->reg, i, &k, &v)) != 0;) {
@@ -406,6 +434,12 @@ void kd_server_free(struct kd_server *s)
 	pthread_mutex_destroy(&s->accept_lock);
 	sodium_memzero(&s->cfg, sizeof(s->cfg));
 	free(s);
+}
+
+void kd_server_set_extra_metrics(struct kd_server *s, int (*fn)(void *arg, char *out, size_t cap), void *arg)
+{
+	s->extra_metrics = fn;
+	s->extra_metrics_arg = arg;
 }
 
 int kd_server_metrics(struct kd_server *s, char **out, size_t *len)

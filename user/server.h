@@ -52,6 +52,9 @@ int kd_server_port(const struct kd_server *s);
 /* The plaintext port-80 listener next to TLS, or -1. */
 int kd_server_port80(const struct kd_server *s);
 bool kd_server_tls(const struct kd_server *s);
+/* Adds Prometheus text from another plane (STUN...) to /debug/varz: fn
+ * returns bytes written or -errno. Set before kd_server_start. */
+void kd_server_set_extra_metrics(struct kd_server *s, int (*fn)(void *arg, char *out, size_t cap), void *arg);
 /* Renders /debug/varz into a malloc'd buffer. */
 int kd_server_metrics(struct kd_server *s, char **out, size_t *len);
 

@@ -204,6 +204,9 @@ struct kd_subs {
 
 struct kd_server {
 	struct kd_server_config cfg;
+	char *debug_key;          /* TS_DEBUG_KEY_PATH contents, trimmed; NULL = none */
+	int (*extra_metrics)(void *arg, char *out, size_t cap);
+	void *extra_metrics_arg;
 	int listen_fd, listen80_fd;
 	int port, port80;
 	SSL_CTX *tls;
@@ -266,9 +269,15 @@ void kd_registry_subscribe(struct kd_conn *c, const uint8_t src[static DERP_KEY_
 void kd_registry_unsubscribe_all(struct kd_conn *c);
 void kd_registry_watch(struct kd_conn *c);
 void kd_registry_close_peer(struct kd_conn *c, const uint8_t key[static DERP_KEY_LEN]);
+/* /debug/check: registry invariants; false with the problems joined by ", " */
+bool kd_registry_check(struct kd_server *s, char *problems, size_t cap);
 
 /* metrics.c */
 int kd_metrics_render(struct kd_server *s, char **out, size_t *len);
+/* /debug/vars: the same values as one flat JSON object */
+int kd_metrics_render_json(struct kd_server *s, char **out, size_t *len);
+
+#define KDERP_VERSION "0.1.0"
 
 static inline struct kd_worker *kd_self_worker(struct kd_conn *c) { return c->w; }
 
