@@ -66,7 +66,7 @@ FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test test-run test-san check bench fuzz fuzz-smoke clean help run deps
+.PHONY: all test test-all test-run test-san check bench fuzz fuzz-smoke clean help run deps
 all: $(BUILD)/kderpd $(TOOLS) $(BPF_OBJS)
 
 help:
@@ -82,7 +82,8 @@ help:
 deps:
 	scripts/deps.sh
 
-run: all
+run: deps
+	$(Q)$(MAKE) --no-print-directory all
 	$(BUILD)/kderpd -dev
 
 # Static pattern rules below: as plain pattern rules the tools' catch-all
@@ -135,7 +136,10 @@ $(BUILD)/bpf:
 # --- tests -----------------------------------------------------------------
 TEST_BINS := $(UNIT_BINS) $(INTEG_BINS)
 
-test: all $(TEST_BINS)
+test: deps
+	$(Q)$(MAKE) --no-print-directory test-all
+
+test-all: all $(TEST_BINS)
 	$(Q)tests/run.sh $(BUILD) plain
 	$(Q)$(MAKE) --no-print-directory SANITIZE=1 test-san
 	$(Q)$(MAKE) --no-print-directory fuzz-smoke
