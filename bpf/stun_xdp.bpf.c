@@ -93,6 +93,9 @@ static __always_inline int process(struct xdp_md *ctx, struct verdict *v)
 		return pass(v, STUN_XDP_R_TRUNCATED);
 	if (eth->h_proto == bpf_htons(ETH_P_8021Q) || eth->h_proto == bpf_htons(ETH_P_8021AD))
 		return pass(v, STUN_XDP_R_VLAN);
+	/* answering a broadcast/multicast frame would send from a group MAC */
+	if (eth->h_dest[0] & 1)
+		return pass(v, STUN_XDP_R_NOT_UNICAST);
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
 

@@ -96,6 +96,7 @@ enum stun_xdp_action {
 	X(TRUNCATED, "truncated")                 /* a header does not fit */  \
 	X(NOT_IP, "not_ip")                       /* other EtherType */        \
 	X(VLAN, "vlan")                           /* tagged: left to the stack */ \
+	X(NOT_UNICAST, "not_unicast")             /* group destination MAC */  \
 	X(IP_OPTIONS, "ip_options")               /* IHL != 5 or bad version */ \
 	X(IP_FRAGMENT, "ip_fragment")                                          \
 	X(NOT_UDP, "not_udp")                     /* incl. IPv6 ext headers */ \

@@ -2,7 +2,7 @@
 # Binding requests answered per second on a veth pair between two throwaway
 # namespaces (192.0.2.0/24 only inside them): userspace server alone, then
 # with the XDP responder in generic and native mode. Not a test.
-#   scripts/stun-bench.sh [BUILD_DIR] [SECONDS]
+#   [BLAST_ARGS="--batch 64 --window 1024"] scripts/stun-bench.sh [BUILD_DIR] [SECONDS]
 set -eu
 build=${1:-build}
 secs=${2:-5}
@@ -35,7 +35,7 @@ run() { # label, serve args...
 		>/tmp/stun-bench-serve.$tag 2>&1 &
 	srv_pid=$!
 	for _ in $(seq 50); do grep -q ready /tmp/stun-bench-serve.$tag 2>/dev/null && break; sleep 0.1; done
-	out=$(ip netns exec "$C" "$build/stun-bench" blast 192.0.2.1:3478 --seconds "$secs" --json || true)
+	out=$(ip netns exec "$C" "$build/stun-bench" blast 192.0.2.1:3478 --seconds "$secs" --json ${BLAST_ARGS:-} || true)
 	kill "$srv_pid"; wait "$srv_pid" 2>/dev/null || true; srv_pid=
 	printf '%-16s %s\n' "$label" "$out"
 	grep -E '^(stun_requests\{disposition="success"|xdp_stun_server_packets_total.*tx)' \

@@ -44,16 +44,16 @@ static uint64_t now_ms(void)
 
 static int bind_one(const struct addrinfo *ai, bool dual)
 {
-	int fd, off = 0, one = 1;
+	int fd, off = 0;
 
 	fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
 	if (dual && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) < 0)
 		goto fail;
-	/* lets a restarted daemon rebind while the old socket drains */
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
-		goto fail;
+	/* No SO_REUSEADDR: UDP has no TIME_WAIT to wait out, and on Linux it
+	 * would let a second daemon bind the same port and silently take the
+	 * traffic; a loud EADDRINUSE is what we want. */
 	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0)
 		goto fail;
 	return fd;

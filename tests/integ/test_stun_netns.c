@@ -497,19 +497,46 @@ static void test_kderpctl(void **state)
 		printf("# SKIP %s not built\n", kderpctl);
 		skip();
 	}
-	/* the server is served by a child while kderpctl runs in the client ns */
+	/* A liar on port 3480 answers every request with a Binding Error
+	 * carrying the right transaction ID: kderpctl must exit 3. */
+	assert_int_equal(enter(srv_fd), 0);
+	int liar = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in6 la = {.sin6_family = AF_INET6, .sin6_port = htons(3480)};
+
+	enter(home_fd);
+	assert_true(liar >= 0);
+	assert_int_equal(bind(liar, (struct sockaddr *)&la, sizeof(la)), 0);
+
+	/* both are served by a child while kderpctl runs in the client ns */
 	pid_t pid = fork();
 
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		for (int i = 0; i < 300; i++) {
-			struct pollfd p = {.fd = kd_stun_server_fd(srv), .events = POLLIN};
+			struct pollfd p[2] = {{.fd = kd_stun_server_fd(srv), .events = POLLIN},
+					      {.fd = liar, .events = POLLIN}};
 
-			if (poll(&p, 1, 10) > 0)
+			if (poll(p, 2, 10) <= 0)
+				continue;
+			if (p[0].revents & POLLIN)
 				kd_stun_server_on_readable(srv);
+			if (p[1].revents & POLLIN) {
+				uint8_t b[64];
+				struct sockaddr_storage from;
+				socklen_t fl = sizeof(from);
+				ssize_t n = recvfrom(liar, b, sizeof(b), 0, (struct sockaddr *)&from, &fl);
+
+				if (n >= 20) {
+					b[0] = 0x01;
+					b[1] = 0x11; /* Binding Error Response */
+					b[2] = b[3] = 0;
+					sendto(liar, b, 20, 0, (struct sockaddr *)&from, fl);
+				}
+			}
 		}
 		_exit(0);
 	}
+	close(liar);
 	char out[512] = "";
 	char cmd[PATH_MAX + 256];
 
@@ -530,6 +557,8 @@ static void test_kderpctl(void **state)
 	assert_int_equal(sh("ip netns exec %s %s stun --timeout 500 " SRV4 ":3479 2>/dev/null", ns_cli,
 			    kderpctl), 1);
 	assert_int_equal(sh("ip netns exec %s %s stun 2>/dev/null", ns_cli, kderpctl), 2);
+	assert_int_equal(sh("ip netns exec %s %s stun --timeout 2000 " SRV4 ":3480 2>/dev/null", ns_cli,
+			    kderpctl), 3);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 }

@@ -228,6 +228,11 @@ static void test_open_errors(void **state)
 	b = kd_stun_server_open("127.0.0.1", ntohs(sa.sin_port));
 	assert_null(b);
 	assert_int_equal(errno, EADDRINUSE);
+	/* and a second server on a port a first one holds */
+	struct kd_stun_server *c = kd_stun_server_open("", kd_stun_server_port(a));
+
+	assert_null(c);
+	assert_int_equal(errno, EADDRINUSE);
 	assert_null(kd_stun_server_open("", 70000));
 	assert_null(kd_stun_server_open("not an address!", 0));
 	close(fd);

@@ -30,6 +30,7 @@ struct frame_spec {
 	bool bad_ip_csum;
 	bool bad_udp_csum;
 	bool zero_udp_csum;
+	bool broadcast;   /* destination MAC ff:ff:ff:ff:ff:ff */
 	bool swapped;     /* build the response direction: MACs, IPs, ports swapped */
 	uint8_t ttl;
 	uint8_t proto;
@@ -74,6 +75,8 @@ static size_t build_frame(uint8_t *buf, const struct frame_spec *f)
 
 	memcpy(buf, f->swapped ? mac_a : mac_b, 6);
 	memcpy(buf + 6, f->swapped ? mac_b : mac_a, 6);
+	if (f->broadcast)
+		memset(buf, 0xff, 6);
 	off = 12;
 	if (f->vlan) {
 		put16(buf + off, 0x8100);
@@ -311,6 +314,8 @@ static void test_reject_table(void **state)
 		 STUN_XDP_R_INVALID_UDP_CSUM},
 		{"tcp", {.proto = 6}, -1, 0, 0, XDP_PASS, V4, STUN_XDP_R_NOT_UDP},
 		{"v6 ext header", {.v6 = true, .proto = 0}, -1, 0, 0, XDP_PASS, V6, STUN_XDP_R_NOT_UDP},
+		{"broadcast mac", {.broadcast = true}, -1, 0, 0, XDP_PASS, STUN_XDP_AF_UNKNOWN,
+		 STUN_XDP_R_NOT_UNICAST},
 		{"arp", {.ethertype = 0x0806}, -1, 0, 0, XDP_PASS, STUN_XDP_AF_UNKNOWN, STUN_XDP_R_NOT_IP},
 	};
 
