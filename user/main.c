@@ -20,6 +20,7 @@
 #include "server.h"
 #include "server_internal.h"
 #include "stun_server.h"
+#include "stun_xdp.h"
 #include "tls.h"
 
 
@@ -27,7 +28,7 @@ struct opts {
 	bool dev, version, derp, stun, verbose, verify_clients, ace;
 	const char *addr, *key_file, *hostname, *certmode, *certdir, *home, *mesh_psk_file, *mesh_with;
 	const char *verify_client_url, *rate_config, *stun_xdp, *offload, *bootstrap_dns, *unpub_dns;
-	const char *secrets_url;
+	const char *secrets_url, *stun_xdp_mode;
 	int http_port, stun_port, workers, accept_burst, queue_depth;
 	double accept_limit;
 	unsigned tcp_keepalive_ms, tcp_user_timeout_ms, tcp_write_timeout_ms;
@@ -51,6 +52,7 @@ static struct opts g_opts = {
 	.bootstrap_dns = "",
 	.unpub_dns = "",
 	.secrets_url = "",
+	.stun_xdp_mode = "auto",
 	.http_port = 80,
 	.stun_port = 3478,
 	.accept_burst = 0,
@@ -90,7 +92,8 @@ static struct kd_flag g_flags[] = {
 	{"ace", KD_FLAG_BOOL, &g_opts.ace, "CONNECT proxy (not supported)", false},
 	{"workers", KD_FLAG_INT, &g_opts.workers, "kderp: worker threads, 0 = one per core", false},
 	{"queue-depth", KD_FLAG_INT, &g_opts.queue_depth, "kderp: per-client send queue depth (each of ordinary and disco)", false},
-	{"stun-xdp", KD_FLAG_STRING, &g_opts.stun_xdp, "kderp: interface for the XDP STUN responder (not supported yet)", false},
+	{"stun-xdp", KD_FLAG_STRING, &g_opts.stun_xdp, "kderp: answer STUN with an XDP program on this interface (userspace stays the fallback)", false},
+	{"stun-xdp-mode", KD_FLAG_STRING, &g_opts.stun_xdp_mode, "kderp: XDP attach mode: auto, native or generic", false},
 	{"offload", KD_FLAG_STRING, &g_opts.offload, "kderp: off|sockmap|auto kernel offload of plain-TCP flows (only off so far)", false},
 	{"verbose", KD_FLAG_BOOL, &g_opts.verbose, "kderp: debug logging", false},
 };
@@ -109,7 +112,7 @@ static int refuse_unsupported(void)
 {
 	static const char *const missing[] = {"mesh-with", "secrets-url", "verify-clients", "verify-client-url",
 					      "rate-config", "bootstrap-dns-names",
-					      "unpublished-bootstrap-dns-names", "ace", "stun-xdp"};
+					      "unpublished-bootstrap-dns-names", "ace"};
 	for (size_t i = 0; i < sizeof(missing) / sizeof(missing[0]); i++) {
 		for (size_t k = 0; k < NFLAGS; k++) {
 			if (strcmp(g_flags[k].name, missing[i]) || !g_flags[k].set)
@@ -190,9 +193,28 @@ static void host_of(const char *addr, char *out, size_t cap)
 	out[n] = '\0';
 }
 
+struct stun_planes {
+	struct kd_stun_server *srv;
+	struct kd_stun_xdp *xdp;
+};
+
 static int stun_metrics(void *arg, char *out, size_t cap)
 {
-	return kd_stun_server_metrics(arg, out, cap);
+	struct stun_planes *p = arg;
+	int n = 0, m;
+
+	if (p->srv) {
+		n = kd_stun_server_metrics(p->srv, out, cap);
+		if (n < 0)
+			return n;
+	}
+	if (p->xdp) {
+		m = kd_stun_xdp_metrics(p->xdp, out + n, cap - (size_t)n);
+		if (m < 0)
+			return m;
+		n += m;
+	}
+	return n;
 }
 
 int main(int argc, char **argv)
@@ -200,6 +222,7 @@ int main(int argc, char **argv)
 	struct kd_server_config cfg;
 	struct kd_server *srv = NULL;
 	struct kd_stun_server *stun = NULL;
+	struct stun_planes planes = {0};
 	int err;
 
 	kd_server_config_defaults(&cfg);
@@ -279,13 +302,35 @@ int main(int argc, char **argv)
 		}
 	}
 
+	if (*g_opts.stun_xdp) {
+		enum kd_xdp_mode mode;
+		if (!stun) {
+			pr_err("-stun-xdp needs the userspace STUN server (-stun) as its fallback");
+			return 2;
+		}
+		if (kd_xdp_mode_parse(g_opts.stun_xdp_mode, &mode) != 0) {
+			pr_err("-stun-xdp-mode %s: want auto, native or generic", g_opts.stun_xdp_mode);
+			kd_stun_server_close(stun);
+			return 2;
+		}
+		err = kd_stun_xdp_attach(g_opts.stun_xdp, kd_stun_server_port(stun), mode, &planes.xdp);
+		if (err)
+			pr_warn("XDP STUN on %s: %s; userspace answers STUN", g_opts.stun_xdp, strerror(-err));
+		else
+			pr_info("XDP STUN responder on %s (%s, %s); pinned maps under /sys/fs/bpf/kderp/",
+				g_opts.stun_xdp, kd_stun_xdp_mode(planes.xdp) == KD_XDP_MODE_NATIVE ? "native" : "generic",
+				kd_stun_xdp_method(planes.xdp));
+	}
+	planes.srv = stun;
+
 	err = kd_server_new(&srv, &cfg);
 	if (err) {
+		kd_stun_xdp_detach(planes.xdp);
 		kd_stun_server_close(stun);
 		return 1;
 	}
 	if (stun)
-		kd_server_set_extra_metrics(srv, stun_metrics, stun);
+		kd_server_set_extra_metrics(srv, stun_metrics, &planes);
 
 	sigset_t sigs;
 	sigemptyset(&sigs);
@@ -298,6 +343,7 @@ int main(int argc, char **argv)
 	err = kd_server_start(srv);
 	if (err) {
 		kd_server_free(srv);
+		kd_stun_xdp_detach(planes.xdp);
 		kd_stun_server_close(stun);
 		return 1;
 	}
@@ -342,6 +388,8 @@ int main(int argc, char **argv)
 		}
 	}
 	kd_server_free(srv);
+	/* never leave an XDP program on an interface behind */
+	kd_stun_xdp_detach(planes.xdp);
 	kd_stun_server_close(stun);
 	close(ep);
 	close(sfd);
