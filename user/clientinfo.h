@@ -23,7 +23,12 @@ struct kd_client_info {
  * null leaves a field as it was, top-level null is an all-zero ClientInfo.
  * 0, or -EINVAL for anything the reference rejects (not JSON, trailing
  * content, a type mismatch, a meshKey that is not a string of exactly 64 hex
- * digits, a version that is not an int64 integer). out is zeroed on failure. */
+ * digits, a version that is not an int64 integer). out is zeroed on failure.
+ *
+ * Stricter than the reference, through the JSON reader: nesting deeper than
+ * KD_JSON_MAX_DEPTH (Go allows 10000) and \u escapes that are unpaired
+ * surrogates (Go turns them into U+FFFD) are rejected. No Tailscale client
+ * writes either. An AppName holding \u0000 ends at the NUL in app_name. */
 int kd_client_info_parse(const uint8_t *json, size_t len, struct kd_client_info *out);
 
 /* The ClientInfo JSON a Tailscale client writes: meshKey (when set), version

@@ -2,6 +2,7 @@
 #include "json.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #define RUNE_ERROR 0xfffdu
@@ -572,6 +573,10 @@ int kd_json_escape(char *out, size_t cap, const char *s, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t o = 0, i = 0;
+
+	/* the length is returned as an int */
+	if (cap > INT_MAX)
+		cap = INT_MAX;
 
 #define PUT(c)                                 \
 	do {                                   \

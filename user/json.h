@@ -91,7 +91,8 @@ int kd_json_end(struct kd_json *js);
 /* 0 when buf holds exactly one well-formed JSON value (plus whitespace). */
 int kd_json_validate(const void *buf, size_t len, size_t max_len);
 
-/* Decodes s into out as UTF-8 and NUL-terminates it (when cap > 0),
+/* Decodes s (a token the reader returned: it relies on the reader's
+ * validation) into out as UTF-8 and NUL-terminates it (when cap > 0),
  * truncating at a character boundary. Returns the full decoded length, so
  * the result was truncated iff the return value >= cap. An escaped \u0000
  * becomes a NUL byte inside the output. */
