@@ -154,8 +154,9 @@ $(BUILD)/vm/ktls_probe: $(VM_SRCS:%.c=$(BUILD)/%.o) $(LIB)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ $(LDLIBS) -o $@
 
+VM_TESTS := ktls:$(BUILD)/vm/ktls_probe:ktls. sockmap_ktls:$(BUILD)/vm/ktls_probe:sockmap_ktls.
 test-vm: $(VM_BINS)
-	$(Q)tests/vm/run.sh $(VM_BINS)
+	$(Q)tests/vm/run.sh $(VM_TESTS)
 
 # --- fuzzing (clang libFuzzer + ASan/UBSan, its own build of the library) ----
 FUZZ_CFLAGS := -std=gnu11 -O1 -g $(WARN) -D_GNU_SOURCE -Iinclude -Iuser -I$(BUILD)/bpf \

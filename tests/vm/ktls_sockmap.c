@@ -99,6 +99,31 @@ struct cell {
 
 static bool possible;
 
+/* "works" or "fails: <first failing step> <errno>", in the order tried */
+static const char *outcome(bool ulp_first, int ins, int ulp, int tx, int rx, int data)
+{
+	static char buf[64];
+	const char *step = NULL;
+	int err = 0;
+
+	if (!ulp_first && ins)
+		step = "insert", err = ins;
+	else if (ulp)
+		step = "TCP_ULP", err = ulp;
+	else if (tx)
+		step = "TLS_TX", err = tx;
+	else if (rx)
+		step = "TLS_RX", err = rx;
+	else if (ins)
+		step = "insert", err = ins;
+	else if (data)
+		step = "data", err = data;
+	if (!step)
+		return "works";
+	snprintf(buf, sizeof(buf), "fails: %s %s", step, vm_errname(err));
+	return buf;
+}
+
 static void run_cell(const struct cell *c)
 {
 	char name[96];
@@ -145,9 +170,9 @@ static void run_cell(const struct cell *c)
 		data = (pulp || ptx || prx) ? EPROTO : vm_ping(target, peer);
 		possible |= data == 0;
 	}
-	vm_report(name, VM_PASS, "%s insert=%s ulp=%s tls_tx=%s tls_rx=%s data=%s",
-		  ins == 0 && ulp == 0 && tx == 0 && rx == 0 && data == 0 ? "works" : "fails",
-		  vm_errname(ins), vm_errname(ulp), vm_errname(tx), vm_errname(rx), vm_errname(data));
+	vm_report(name, VM_PASS, "%s; insert=%s ulp=%s tls_tx=%s tls_rx=%s data=%s",
+		  outcome(c->ulp_first, ins, ulp, tx, rx, data), vm_errname(ins), vm_errname(ulp),
+		  vm_errname(tx), vm_errname(rx), vm_errname(data));
 	goto out;
 setup_failed:
 	vm_report(name, VM_FAIL, "setup: %s: %s", step, vm_errname(-err));
