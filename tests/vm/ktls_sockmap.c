@@ -1,9 +1,11 @@
 /* kTLS and sockmap on one socket: can a socket that is in a SOCKMAP/SOCKHASH
  * also carry kernel TLS, in either order? Every cell of
- *   {sockhash, sockmap} x {map first, ULP first} x
+ *   {sockhash, sockmap} x {map first, ULP first, map then removed} x
  *   {no program, sk_msg, stream parser + verdict, verdict only} x {client, server end}
  * prints one VMTEST line with the errno of each step. A cell is an
- * observation, so it passes when the probe could run it; it fails only when
+ * observation, so it passes when the probe could run it ("removed": the
+ * socket is inserted and deleted again before kTLS, i.e. can a socket leave
+ * the sockmap plane and become a kTLS one); it fails only when
  * its own setup (pair, map, programs) fails. When every step succeeds, data
  * is pushed through the socket and its kTLS peer to show it really works,
  * and the summary line says "possible=yes" - the day a kernel allows this,
@@ -93,14 +95,18 @@ undo:
 }
 
 struct cell {
-	bool hash, ulp_first, server_end;
+	bool hash, server_end;
+	enum order { MAP_FIRST, ULP_FIRST, MAP_REMOVED, ORDER__MAX } order;
 	enum progs progs;
 };
 
-static bool possible;
+static const char *const order_names[ORDER__MAX] = { "map_first", "ulp_first", "map_removed" };
+/* possible: one socket in a map and under kTLS at once; after_removal: a
+ * socket taken out of its map can still become a kTLS socket */
+static bool possible, after_removal;
 
 /* "works" or "fails: <first failing step> <errno>", in the order tried */
-static const char *outcome(bool ulp_first, int ins, int ulp, int tx, int rx, int data)
+static const char *outcome(bool ulp_first, int ins, int del, int ulp, int tx, int rx, int data)
 {
 	static char buf[64];
 	const char *step = NULL;
@@ -108,6 +114,8 @@ static const char *outcome(bool ulp_first, int ins, int ulp, int tx, int rx, int
 
 	if (!ulp_first && ins)
 		step = "insert", err = ins;
+	else if (del > 0)
+		step = "delete", err = del;
 	else if (ulp)
 		step = "TCP_ULP", err = ulp;
 	else if (tx)
@@ -129,12 +137,12 @@ static void run_cell(const struct cell *c)
 	char name[96];
 	struct attach at[2];
 	int cli = -1, srv = -1, map = -1, nprog = 0, err, target, peer;
-	int ins = -1, ulp = -1, tx = -1, rx = -1, pulp, ptx, prx, data = -1;
+	int ins = -1, del = -1, ulp = -1, tx = -1, rx = -1, pulp, ptx, prx, data = -1;
 	const char *step = "pair";
 	__u32 key = 0;
 
 	snprintf(name, sizeof(name), "sockmap_ktls.%s.%s.%s.%s", c->hash ? "sockhash" : "sockmap",
-		 c->ulp_first ? "ulp_first" : "map_first", prog_names[c->progs],
+		 order_names[c->order], prog_names[c->progs],
 		 c->server_end ? "server" : "client");
 	if (!vm_selected(name))
 		return;
@@ -156,23 +164,29 @@ static void run_cell(const struct cell *c)
 	}
 	target = c->server_end ? srv : cli;
 	peer = c->server_end ? cli : srv;
-	if (c->ulp_first) {
+	if (c->order == ULP_FIRST) {
 		vm_ktls_fixed(target, false, &ulp, &tx, &rx);
 		ins = bpf_map_update_elem(map, &key, &target, BPF_ANY) ? errno : 0;
 	} else {
 		ins = bpf_map_update_elem(map, &key, &target, BPF_ANY) ? errno : 0;
-		if (ins == 0)
+		if (ins == 0 && c->order == MAP_REMOVED)
+			del = bpf_map_delete_elem(map, &key) ? errno : 0;
+		if (ins == 0 && del <= 0)
 			vm_ktls_fixed(target, false, &ulp, &tx, &rx);
 	}
 	if (ins == 0 && ulp == 0 && tx == 0 && rx == 0) {
 		/* everything took: prove it by talking to a plain kTLS peer */
 		vm_ktls_fixed(peer, true, &pulp, &ptx, &prx);
 		data = (pulp || ptx || prx) ? EPROTO : vm_ping(target, peer);
-		possible |= data == 0;
+		if (c->order == MAP_REMOVED)
+			after_removal |= data == 0;
+		else
+			possible |= data == 0;
 	}
-	vm_report(name, VM_PASS, "%s; insert=%s ulp=%s tls_tx=%s tls_rx=%s data=%s",
-		  outcome(c->ulp_first, ins, ulp, tx, rx, data), vm_errname(ins), vm_errname(ulp),
-		  vm_errname(tx), vm_errname(rx), vm_errname(data));
+	vm_report(name, VM_PASS, "%s; insert=%s%s%s ulp=%s tls_tx=%s tls_rx=%s data=%s",
+		  outcome(c->order == ULP_FIRST, ins, del, ulp, tx, rx, data), vm_errname(ins),
+		  c->order == MAP_REMOVED ? " delete=" : "", c->order == MAP_REMOVED ? vm_errname(del) : "",
+		  vm_errname(ulp), vm_errname(tx), vm_errname(rx), vm_errname(data));
 	goto out;
 setup_failed:
 	vm_report(name, VM_FAIL, "setup: %s: %s", step, vm_errname(-err));
@@ -198,17 +212,18 @@ int vm_sockmap_ktls_run(void)
 		vm_report("sockmap_ktls", VM_SKIP, "kernel has no kTLS (TCP_ULP tls: %s)", vm_errname(err));
 		return 0;
 	}
-	possible = false;
+	possible = after_removal = false;
 	for (int h = 0; h < 2; h++)
-		for (int u = 0; u < 2; u++)
+		for (int o = 0; o < ORDER__MAX; o++)
 			for (int p = 0; p < P__MAX; p++)
 				for (int e = 0; e < 2; e++) {
-					struct cell c = { .hash = !h, .ulp_first = u, .server_end = e, .progs = p };
+					struct cell c = { .hash = !h, .order = o, .server_end = e, .progs = p };
 
 					run_cell(&c);
 					any = true;
 				}
 	if (any)
-		vm_report("sockmap_ktls.summary", VM_PASS, "possible=%s", possible ? "yes" : "no");
+		vm_report("sockmap_ktls.summary", VM_PASS, "possible=%s ktls_after_removal=%s",
+			  possible ? "yes" : "no", after_removal ? "yes" : "no");
 	return 0;
 }

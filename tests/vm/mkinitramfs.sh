@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Builds a busybox initramfs that runs test programs on one kernel and powers off.
 #
-#   tests/vm/mkinitramfs.sh -k KERNEL_DIR -o OUT.cpio.gz [-t SECS] TEST...
+#   tests/vm/mkinitramfs.sh -k KERNEL_DIR -o OUT.cpio.gz [-t SECS] [-m MODULES] TEST...
 #
 # KERNEL_DIR is a directory printed by fetch-kernels.sh (holds release and
 # lib/modules/RELEASE). TEST is NAME:PATH[:ARGS]: PATH is copied in with the
 # shared libraries ldd names, and /init runs it under a timeout of SECS
 # (default 120). The kTLS module and the crypto modules it needs are copied in
 # with their dependencies (from that kernel's modules.dep), decompressed so
-# busybox insmod can load them, and loaded in dependency order.
+# busybox insmod can load them, and loaded in dependency order. -m replaces
+# that module list (space-separated names), e.g. -m tls to see what OpenSSL
+# does when the AEADs are missing.
 #
 # On the console, /init prints per test the program's own lines
 #   VMTEST <name> PASS|FAIL|SKIP <detail>
@@ -17,12 +19,13 @@
 # reporting a failure, then "VMDONE" and powers off.
 set -euo pipefail
 
-kdir= out= tmo=120
-while getopts k:o:t: opt; do
+kdir='' out='' tmo=120 mods=''
+while getopts k:o:t:m: opt; do
 	case $opt in
 	k) kdir=$OPTARG ;;
 	o) out=$OPTARG ;;
 	t) tmo=$OPTARG ;;
+	m) mods=$OPTARG ;;
 	*) exit 2 ;;
 	esac
 done
@@ -66,6 +69,8 @@ done
 want=(tls gcm ghash-generic ghash-clmulni-intel ctr gf128mul cryptd crypto_simd aesni-intel aes_generic
 	seqiv crypto_null chacha20poly1305 chacha_generic chacha chacha-x86_64 poly1305_generic
 	poly1305-x86_64 libchacha libpoly1305 libchacha20poly1305)
+# shellcheck disable=SC2206
+[ -z "$mods" ] || want=($mods)
 declare -A deps=() path_of=() done_=()
 while IFS= read -r line; do
 	m=${line%%:*}
@@ -124,6 +129,8 @@ mount -t tmpfs tmp /tmp
 # keep printk off the console so result lines stay whole
 echo 1 >/proc/sys/kernel/printk
 ip link set lo up
+# the firmware leaves the cursor mid-line: start ours on a fresh one
+echo
 echo "VMBOOT release=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)"
 loaded= failed=
 while read -r m; do

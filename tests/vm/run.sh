@@ -12,6 +12,7 @@
 #   KD_VM_OUT      initramfs images, console logs, results.md (default build/vm)
 #   KD_VM_TIMEOUT  seconds per test inside a VM (default 120)
 #   KD_VM_BOOT_TIMEOUT  seconds per VM, boot to poweroff (default 600)
+#   KD_VM_MODULES  replaces the module list of mkinitramfs.sh (experiments)
 # Exit status: 0 when nothing failed, 1 otherwise (a kernel that cannot be
 # fetched or does not finish booting counts as a failure).
 set -uo pipefail
@@ -48,7 +49,7 @@ collect() {
 		cell[$col/$name]=$verdict
 		detail[$col/$name]=$rest
 		case $verdict in PASS) pass=$((pass + 1)) ;; FAIL) fail=$((fail + 1)) ;; SKIP) skip=$((skip + 1)) ;; esac
-	done < <(grep -a '^VMTEST ' "$log")
+	done < <(grep -a -o 'VMTEST .*' "$log")
 }
 
 kernel_fail() {  # col message
@@ -100,7 +101,7 @@ for k in $kernels; do
 	fi
 	read -r _ release kdir <<<"$line"
 	img=$out/initramfs-$k.cpio.gz
-	if ! "$here/mkinitramfs.sh" -k "$kdir" -o "$img" -t "$test_tmo" "${specs[@]}" 2>"$out/mkinitramfs-$k.log"; then
+	if ! "$here/mkinitramfs.sh" -k "$kdir" -o "$img" -t "$test_tmo" ${KD_VM_MODULES:+-m "$KD_VM_MODULES"} "${specs[@]}" 2>"$out/mkinitramfs-$k.log"; then
 		kinfo[$k]="$release, initramfs failed"
 		kernel_fail "$k" "mkinitramfs: $(tail -n1 "$out/mkinitramfs-$k.log")"
 		print_kernel "$k"
@@ -116,7 +117,7 @@ for k in $kernels; do
 	t1=$(date +%s.%N)
 	# the console carries terminal escapes and CRs around our lines
 	tr -d '\r' <"$raw" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g; s/\x1b[()][0-9A-Za-z]//g' >"$log"
-	boot=$(awk '/^VMBOOT/ { for (i = 1; i <= NF; i++) if ($i ~ /^uptime=/) { sub(/uptime=/, "", $i); print $i } }' "$log")
+	boot=$(grep -a -o 'VMBOOT .*' "$log" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^uptime=/) { sub(/uptime=/, "", $i); print $i } }')
 	kinfo[$k]="$release, to /init ${boot:-?}s, VM total $(secs "$t0" "$t1")s"
 	collect "$k" "$log"
 	if ! grep -q '^VMDONE' "$log"; then
