@@ -189,7 +189,10 @@ static void run_cell(const struct cell *c)
 		  vm_errname(ulp), vm_errname(tx), vm_errname(rx), vm_errname(data));
 	goto out;
 setup_failed:
-	vm_report(name, VM_FAIL, "setup: %s: %s", step, vm_errname(-err));
+	if (err == -EPERM)
+		vm_report(name, VM_SKIP, "setup: %s: EPERM (needs CAP_BPF and CAP_NET_ADMIN)", step);
+	else
+		vm_report(name, VM_FAIL, "setup: %s: %s", step, vm_errname(-err));
 out:
 	while (nprog--)
 		close(at[nprog].fd);

@@ -94,6 +94,8 @@ for w in "${want[@]}"; do
 		visit "${path_of[$k]}"
 	elif grep -qE "/${w//_/[-_]}\.ko" "$mdir/modules.builtin" 2>/dev/null; then
 		notes+=("$w=builtin")
+	elif [ ! -e "$mdir/modules.builtin" ]; then
+		notes+=("$w=not-a-module")   # built in or not built: no modules.builtin to tell
 	else
 		notes+=("$w=absent")
 	fi
