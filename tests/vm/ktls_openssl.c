@@ -145,6 +145,7 @@ struct side {
 	SSL *ssl;
 	int fd;
 	bool tx, rx;		/* BIO_get_ktls_send / _recv after the handshake */
+	bool bulk_ok;		/* written before the second barrier, read by the peer after it */
 	char err[160];
 };
 
@@ -248,10 +249,11 @@ static void *server_main(void *arg)
 	pthread_barrier_wait(&r->bar);
 	if (!s->err[0] && !xfer_recv(s, false, 1, BULK_BYTES))
 		xfer_send(s, false, 2, BULK_BYTES);
+	s->bulk_ok = !s->err[0];
 	pthread_barrier_wait(&r->bar);
-	if (!s->err[0] && !r->cli.err[0] && r->cli.tx)
+	if (s->bulk_ok && r->cli.bulk_ok && r->cli.tx)
 		xfer_recv(s, s->rx, 3, RAW_BYTES);
-	if (!s->err[0] && !r->cli.err[0] && s->tx)
+	if (!s->err[0] && r->cli.bulk_ok && s->tx)
 		xfer_send(s, true, 4, RAW_BYTES);
 	return NULL;
 }
@@ -268,10 +270,11 @@ static void client_main(struct run *r)
 	pthread_barrier_wait(&r->bar);
 	if (!c->err[0] && !xfer_send(c, false, 1, BULK_BYTES))
 		xfer_recv(c, false, 2, BULK_BYTES);
+	c->bulk_ok = !c->err[0];
 	pthread_barrier_wait(&r->bar);
-	if (!c->err[0] && !r->srv.err[0] && c->tx)
+	if (c->bulk_ok && r->srv.bulk_ok && c->tx)
 		xfer_send(c, true, 3, RAW_BYTES);
-	if (!c->err[0] && !r->srv.err[0] && r->srv.tx)
+	if (!c->err[0] && r->srv.bulk_ok && r->srv.tx)
 		xfer_recv(c, c->rx, 4, RAW_BYTES);
 }
 
