@@ -124,8 +124,10 @@ download() {  # label pkg... -> appends the .deb paths to debs[]
 extract() {
 	local label=$1 release=$2
 	shift 2
-	local dir=$cache/kernels/$release
-	if [ ! -e "$dir/.done" ]; then
+	local dir=$cache/kernels/$release stamp
+	# a new Debian revision of the same ABI must be unpacked again
+	stamp=$(for d in "$@"; do basename "$d"; done)
+	if [ ! -e "$dir/.done" ] || [ "$(cat "$dir/.done")" != "$stamp" ]; then
 		rm -rf "$dir" && mkdir -p "$dir"
 		local deb
 		for deb in "$@"; do dpkg-deb -x "$deb" "$dir"; done
@@ -142,10 +144,13 @@ extract() {
 		fi
 		[ -d "$dir/lib/modules/$release/kernel" ] || die "$label: no modules for $release in $*"
 		if [ ! -e "$dir/lib/modules/$release/modules.dep" ]; then
-			depmod -b "$dir" "$release" || die "$label: depmod failed for $release"
+			# unstable ships neither modules.dep nor modules.order/builtin: the
+			# warnings about the latter are expected
+			depmod -b "$dir" "$release" 2> >(grep -v 'could not open modules\.' >&2) ||
+				die "$label: depmod failed for $release"
 		fi
 		echo "$release" >"$dir/release"
-		touch "$dir/.done"
+		echo "$stamp" >"$dir/.done"
 	fi
 	ln -sfn "$release" "$cache/kernels/$label"
 	echo "$label $release $dir"
@@ -158,13 +163,13 @@ fetch_one() {
 	6.1)
 		pkg=$(resolve_dep "$label" linux-image-amd64 '^linux-image-6\.1\.') ||
 			true
-		[ -n "$pkg" ] || die "6.1: linux-image-amd64 does not resolve to a linux-image-6.1.* package here"
+		[ -n "$pkg" ] || die "6.1: linux-image-amd64 does not resolve to a linux-image-6.1.* package (is this Debian 12 and apt's index current? try apt-get update)"
 		release=${pkg#linux-image-}
 		download "$label" "$pkg"
 		;;
 	6.12)
 		pkg=$(resolve_dep "$label" linux-image-6.12-amd64 '^linux-image-6\.12') || true
-		[ -n "$pkg" ] || die "6.12: linux-image-6.12-amd64 not found (is bookworm-security in apt's sources?)"
+		[ -n "$pkg" ] || die "6.12: linux-image-6.12-amd64 not found (is bookworm-security in apt's sources and its index current? try apt-get update)"
 		release=${pkg#linux-image-}
 		download "$label" "$pkg"
 		;;
