@@ -66,13 +66,14 @@ FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test test-all test-run test-san check bench fuzz fuzz-smoke clean help run deps
+.PHONY: all test test-all test-run test-san test-vm check bench fuzz fuzz-smoke clean help run deps
 all: $(BUILD)/kderpd $(TOOLS) $(BPF_OBJS)
 
 help:
 	@echo 'make            build build/kderpd, the tools and the BPF objects'
 	@echo 'make run        build and start kderpd in dev mode (plain HTTP, 127.0.0.1:3340)'
-	@echo 'make test       every test: unit + integration, then again under ASan+UBSan, then a short fuzz pass'
+	@echo 'make test       every test: unit + integration, again under ASan+UBSan, a short fuzz pass, the QEMU kernel matrix'
+	@echo 'make test-vm    kTLS/sockmap probes on Debian kernels under QEMU (tests/vm/run.sh)'
 	@echo 'make bench      derp-bench against kderpd with the raw-TCP baseline (not a test)'
 	@echo 'make fuzz       run each fuzzer for FUZZ_SECONDS (default 60)'
 	@echo 'make deps       install the Debian packages the build and the tests need'
@@ -143,6 +144,7 @@ test-all: all $(TEST_BINS)
 	$(Q)tests/run.sh $(BUILD) plain
 	$(Q)$(MAKE) --no-print-directory SANITIZE=1 test-san
 	$(Q)$(MAKE) --no-print-directory fuzz-smoke
+	$(Q)$(MAKE) --no-print-directory test-vm
 
 test-san: all $(TEST_BINS)
 	$(Q)tests/run.sh $(BUILD) asan+ubsan
@@ -151,6 +153,18 @@ test-run: all $(TEST_BINS)
 	$(Q)tests/run.sh $(BUILD) plain
 
 check: test
+
+# --- kernel matrix under QEMU: tests/vm/*.c make one probe run in each VM ---
+VM_SRCS := $(wildcard tests/vm/*.c)
+VM_BINS := $(BUILD)/vm/ktls_probe
+$(BUILD)/vm/ktls_probe: $(VM_SRCS:%.c=$(BUILD)/%.o) $(LIB)
+	@mkdir -p $(@D)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_CFLAGS) $^ $(LDLIBS) -o $@
+
+VM_TESTS := ktls:$(BUILD)/vm/ktls_probe:ktls. sockmap_ktls:$(BUILD)/vm/ktls_probe:sockmap_ktls.
+test-vm: $(VM_BINS)
+	$(Q)tests/vm/run.sh $(VM_TESTS)
 
 # --- fuzzing (clang libFuzzer + ASan/UBSan, its own build of the library) ----
 FUZZ_CFLAGS := -std=gnu11 -O1 -g $(WARN) -D_GNU_SOURCE -Iinclude -Iuser -I$(BUILD)/bpf \
