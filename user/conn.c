@@ -12,6 +12,7 @@
 
 #include "http.h"
 #include "server_internal.h"
+#include "tls.h"
 
 #define KD_CTRL_MAX (8u << 20)     /* a watcher's PeerPresent flood for ~150k clients */
 #define KD_READ_BUDGET (1u << 20)  /* bytes per readiness event, for fairness */
@@ -701,8 +702,18 @@ static void tls_handshake_step(struct kd_conn *c)
 	ERR_clear_error();
 	int r = SSL_do_handshake(c->ssl);
 	if (r == 1) {
+		struct kd_tls_conn_info info;
+		struct kd_counters *ctr = &c->w->ctr;
+		kd_tls_conn_info(c->ssl, &info);
+		bool v13 = !strcmp(info.version, "1.3");
+		ctr->tls_versions[v13 ? 1 : !strcmp(info.version, "1.2") ? 0 : 2]++;
+		enum kd_ktls_result no = c->srv->tls_ulp_available ? KD_KTLS_REFUSED : KD_KTLS_NO_TLS_ULP;
+		ctr->ktls[0][info.ktls_tx ? KD_KTLS_ON : no]++;
+		ctr->ktls[1][info.ktls_rx                        ? KD_KTLS_ON
+			     : v13 && info.ktls_tx ? KD_KTLS_TLS13_RX_OPENSSL
+						   : no]++;
 		c->state = KD_CONN_HTTP;
-		c->srv->tls_accepted++;
+		__atomic_add_fetch(&c->srv->tls_accepted, 1, __ATOMIC_RELAXED);
 		on_readable(c);
 		return;
 	}

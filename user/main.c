@@ -28,7 +28,7 @@ struct opts {
 	bool dev, version, derp, stun, verbose, verify_clients, ace;
 	const char *addr, *key_file, *hostname, *certmode, *certdir, *home, *mesh_psk_file, *mesh_with;
 	const char *verify_client_url, *rate_config, *stun_xdp, *offload, *bootstrap_dns, *unpub_dns;
-	const char *secrets_url, *stun_xdp_mode;
+	const char *secrets_url, *stun_xdp_mode, *tls_max;
 	int http_port, stun_port, workers, accept_burst, queue_depth;
 	double accept_limit;
 	unsigned tcp_keepalive_ms, tcp_user_timeout_ms, tcp_write_timeout_ms;
@@ -53,6 +53,7 @@ static struct opts g_opts = {
 	.unpub_dns = "",
 	.secrets_url = "",
 	.stun_xdp_mode = "auto",
+	.tls_max = "1.3",
 	.http_port = 80,
 	.stun_port = 3478,
 	.accept_burst = 0,
@@ -90,6 +91,7 @@ static struct kd_flag g_flags[] = {
 	{"bootstrap-dns-names", KD_FLAG_STRING, &g_opts.bootstrap_dns, "bootstrap DNS names (not supported)", false},
 	{"unpublished-bootstrap-dns-names", KD_FLAG_STRING, &g_opts.unpub_dns, "unpublished bootstrap DNS names (not supported)", false},
 	{"ace", KD_FLAG_BOOL, &g_opts.ace, "CONNECT proxy (not supported)", false},
+	{"tls-max-version", KD_FLAG_STRING, &g_opts.tls_max, "kderp: 1.3 (default) or 1.2 (kernel crypto both ways with OpenSSL 3.0, no fast start)", false},
 	{"workers", KD_FLAG_INT, &g_opts.workers, "kderp: worker threads, 0 = one per core", false},
 	{"queue-depth", KD_FLAG_INT, &g_opts.queue_depth, "kderp: per-client send queue depth (each of ordinary and disco)", false},
 	{"stun-xdp", KD_FLAG_STRING, &g_opts.stun_xdp, "kderp: answer STUN with an XDP program on this interface (userspace stays the fallback)", false},
@@ -266,6 +268,12 @@ int main(int argc, char **argv)
 		cfg.certdir = g_opts.certdir;
 		cfg.hostname = g_opts.hostname;
 		cfg.http_port = g_opts.http_port;
+		if (!strcmp(g_opts.tls_max, "1.2")) {
+			cfg.tls_max_version = TLS1_2_VERSION;
+		} else if (strcmp(g_opts.tls_max, "1.3")) {
+			pr_err("-tls-max-version %s: want 1.2 or 1.3", g_opts.tls_max);
+			return 2;
+		}
 	}
 
 	cfg.addr = g_opts.addr;

@@ -177,6 +177,23 @@ int kd_metrics_render(struct kd_server *s, char **outp, size_t *lenp)
 			     (unsigned long long)t.bytes_dropped[r][k]);
 	counter(&o, "derp_websocket_accepts", 0);
 	if (s->tls) {
+		static const char *const kr[] = {
+#define KD_X(id, name) name,
+			KD_KTLS_RESULTS(KD_X)
+#undef KD_X
+		};
+		emit(&o, "# HELP kderp_ktls_connections_total TLS connections by direction and whether the kernel does the crypto\n"
+			 "# TYPE kderp_ktls_connections_total counter\n");
+		for (int d = 0; d < 2; d++)
+			for (int r = 0; r < KD_KTLS_MAX; r++)
+				emit(&o, "kderp_ktls_connections_total{direction=\"%s\",result=\"%s\"} %llu\n",
+				     d ? "rx" : "tx", kr[r], (unsigned long long)t.ktls[d][r]);
+		emit(&o, "# TYPE derper_tls_request_version counter\n"
+			 "derper_tls_request_version{version=\"1.2\"} %llu\n"
+			 "derper_tls_request_version{version=\"1.3\"} %llu\n"
+			 "derper_tls_request_version{version=\"unknown\"} %llu\n",
+		     (unsigned long long)t.tls_versions[0], (unsigned long long)t.tls_versions[1],
+		     (unsigned long long)t.tls_versions[2]);
 		counter(&o, "tls_listener_accepted_connections", __atomic_load_n(&s->tls_accepted, __ATOMIC_RELAXED));
 		counter(&o, "tls_listener_rejected_connections", t.accept_rejected);
 	}

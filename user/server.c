@@ -208,6 +208,22 @@ static char *load_debug_key(void)
 	return *b ? strdup(b) : NULL;
 }
 
+static bool tls_ulp_available(void)
+{
+	char buf[256] = "";
+	FILE *f = fopen("/proc/sys/net/ipv4/tcp_available_ulp", "r");
+
+	if (f) {
+		if (!fgets(buf, sizeof(buf), f))
+			buf[0] = '\0';
+		fclose(f);
+	}
+	for (char *t = strtok(buf, " \n"); t; t = strtok(NULL, " \n"))
+		if (!strcmp(t, "tls"))
+			return true;
+	return false;
+}
+
 static void *worker_main(void *arg)
 {
 	struct kd_worker *w = arg;
@@ -259,9 +275,17 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 			.server_pub = cfg->keys.pub,
 			.ktls = true,
 		};
+		to.max_version = cfg->tls_max_version;
 		err = kd_tls_server_ctx_new(&s->tls, &to);
 		if (err)
 			goto fail;
+		s->tls_ulp_available = tls_ulp_available();
+		if (!s->tls_ulp_available)
+			pr_info("kTLS: this kernel has no tls ULP (module not loaded or not built); "
+				"OpenSSL does the TLS crypto in userspace");
+		else if (cfg->tls_max_version != TLS1_2_VERSION)
+			pr_info("kTLS: TLS 1.3 connections get kernel crypto for sending only with this OpenSSL; "
+				"-tls-max-version=1.2 gets it both ways");
 		if (cfg->http_port >= 0) {
 			/* the plaintext listener binds the same host as -a (spec §3.1) */
 			char a80[300];

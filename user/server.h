@@ -27,6 +27,7 @@ struct kd_server_config {
 	/* TLS (user/tls.h): "manual" or "dev" (in-memory self-signed); NULL = plain HTTP */
 	const char *certmode, *certdir, *hostname;
 	int http_port;               /* plaintext :80 listener next to TLS, -1 = off */
+	int tls_max_version;         /* 0 = TLS 1.3; TLS1_2_VERSION gets kTLS RX with OpenSSL 3.0 */
 	/* mesh */
 	bool has_mesh_key;
 	uint8_t mesh_key[DERP_KEY_LEN];

@@ -125,6 +125,20 @@ struct kd_msgvec {
 	size_t len, cap;
 };
 
+/* Whether kTLS engaged on a TLS connection, per direction, and why not. */
+#define KD_KTLS_RESULTS(X)                                                     \
+	X(ON, "on")                                                            \
+	X(NO_TLS_ULP, "no_tls_ulp")             /* kernel without the tls module */ \
+	X(TLS13_RX_OPENSSL, "tls13_rx_openssl") /* OpenSSL 3.0 offloads TLS 1.3 TX only */ \
+	X(REFUSED, "refused")                   /* cipher or crypto module missing */
+
+enum kd_ktls_result {
+#define KD_X(id, name) KD_KTLS_##id,
+	KD_KTLS_RESULTS(KD_X)
+#undef KD_X
+	KD_KTLS_MAX,
+};
+
 /* Counters written by one worker only; the metrics page sums them. */
 struct kd_counters {
 	uint64_t accepts, packets_received, bytes_received, packets_received_kind[DERP_KIND_MAX];
@@ -138,6 +152,8 @@ struct kd_counters {
 	uint64_t handshake_errors[16];       /* enum kd_hs_error */
 	uint64_t http_requests, http_errors, conn_errors, accept_rejected;
 	uint64_t keepalives_sent, health_frames, restarting_frames, watch_updates;
+	uint64_t ktls[2][KD_KTLS_MAX];       /* [tx, rx][enum kd_ktls_result] */
+	uint64_t tls_versions[3];            /* 1.2, 1.3, other */
 	double avg_queue_ms;
 };
 
@@ -230,6 +246,7 @@ struct kd_server {
 	int64_t g_conns, g_home, g_notideal, g_clients, g_dup_keys, g_dup_conns, g_watchers;
 	uint64_t total_dup_client_conns;
 	uint64_t tls_accepted;
+	bool tls_ulp_available;   /* "tls" in /proc/sys/net/ipv4/tcp_available_ulp at start */
 };
 
 /* conn.c */

@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include <openssl/ssl.h>
+
 #include "clients.h"
 #include "derp_wire.h"
 
@@ -131,12 +133,105 @@ static void test_port80_redirects_and_generate_204(void **state)
 	ts_stop(&ts);
 }
 
+static bool kernel_has_tls_ulp(void)
+{
+	char buf[256] = "";
+	FILE *f = fopen("/proc/sys/net/ipv4/tcp_available_ulp", "r");
+	if (f) {
+		if (!fgets(buf, sizeof(buf), f))
+			buf[0] = '\0';
+		fclose(f);
+	}
+	return strstr(buf, "tls") != NULL;
+}
+
+/* Where the kernel has kTLS (the QEMU matrix), TLS 1.2 gets kernel crypto
+ * both ways and TLS 1.3 for sending, and the relay stays byte-exact. */
+static void ktls_relay(int max_version, bool want_rx)
+{
+	struct ts_server ts;
+	struct kd_server_config cfg;
+	struct kd_keypair ka, kb;
+	struct kd_client_msg m;
+
+	kd_server_config_defaults(&cfg);
+	cfg.certmode = "dev";
+	cfg.hostname = "127.0.0.1";
+	cfg.http_port = -1;
+	cfg.tls_max_version = max_version;
+	assert_int_equal(ts_start(&ts, &cfg, NULL), 0);
+	struct kd_client *a = tls_login(&ts, &ka, false), *b = tls_login(&ts, &kb, false);
+	uint8_t *buf = malloc(DERP_MAX_PACKET);
+	for (int i = 0; i < 64; i++) {
+		size_t n = (size_t)(i * 1021) % DERP_MAX_PACKET;
+		for (size_t k = 0; k < n; k++)
+			buf[k] = (uint8_t)(k * 31 + (size_t)i);
+		assert_int_equal(kd_client_send_packet(i % 2 ? a : b, i % 2 ? kb.pub : ka.pub, buf, n), 0);
+		assert_int_equal(tc_recv_type(i % 2 ? b : a, DERP_FRAME_RECV_PACKET, &m, 5000), 0);
+		assert_int_equal(m.data_len, n);
+		assert_memory_equal(m.data, buf, n);
+	}
+	free(buf);
+	long long tx = ts_metric(&ts, "kderp_ktls_connections_total{direction=\"tx\",result=\"on\"}");
+	long long rx = ts_metric(&ts, "kderp_ktls_connections_total{direction=\"rx\",result=\"on\"}");
+	printf("# kTLS connections: tx on %lld, rx on %lld\n", tx, rx);
+	assert_int_equal(tx, 2);
+	assert_int_equal(rx, want_rx ? 2 : 0);
+	if (!want_rx)
+		assert_int_equal(ts_metric(&ts, "kderp_ktls_connections_total{direction=\"rx\",result=\"tls13_rx_openssl\"}"), 2);
+	kd_client_close(a);
+	kd_client_close(b);
+	ts_stop(&ts);
+}
+
+static void test_ktls_tls12_both_ways(void **state)
+{
+	(void)state;
+	if (!kernel_has_tls_ulp()) {
+		printf("# SKIP kernel has no tls ULP (this host: CONFIG_TLS off); runs in make test-vm\n");
+		skip();
+	}
+	ktls_relay(TLS1_2_VERSION, true);
+}
+
+static void test_ktls_tls13_tx(void **state)
+{
+	(void)state;
+	if (!kernel_has_tls_ulp()) {
+		printf("# SKIP kernel has no tls ULP (this host: CONFIG_TLS off); runs in make test-vm\n");
+		skip();
+	}
+	ktls_relay(0, false);
+}
+
+static void test_no_ulp_counted(void **state)
+{
+	struct ts_server ts;
+	struct kd_keypair ka;
+	(void)state;
+
+	if (kernel_has_tls_ulp()) {
+		printf("# SKIP kernel has the tls ULP; the fallback reason is tested where it is missing\n");
+		skip();
+	}
+	start_tls(&ts, -1);
+	struct kd_client *a = tls_login(&ts, &ka, false);
+	assert_true(tc_alive(a));
+	assert_int_equal(ts_metric(&ts, "kderp_ktls_connections_total{direction=\"tx\",result=\"no_tls_ulp\"}"), 1);
+	assert_int_equal(ts_metric(&ts, "kderp_ktls_connections_total{direction=\"rx\",result=\"no_tls_ulp\"}"), 1);
+	kd_client_close(a);
+	ts_stop(&ts);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_tls_fast_start_and_relay),
 		cmocka_unit_test(test_plain_http_to_tls_port_fails_cleanly),
 		cmocka_unit_test(test_port80_redirects_and_generate_204),
+		cmocka_unit_test(test_ktls_tls12_both_ways),
+		cmocka_unit_test(test_ktls_tls13_tx),
+		cmocka_unit_test(test_no_ulp_counted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
