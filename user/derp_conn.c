@@ -371,8 +371,18 @@ static void route_packet(struct kd_conn *from, const uint8_t *src, const uint8_t
 	struct kd_worker *w = from->w;
 	uint32_t nconns = 0;
 	bool disco = is_disco(data, n);
-	struct kd_conn *d = kd_registry_lookup(from->srv, dst, &nconns);
+	struct kd_forwarder *fwd = NULL;
+	struct kd_conn *d = kd_registry_lookup(from->srv, dst, &nconns, &fwd);
 
+	/* one hop only: what a mesh peer forwarded is never forwarded again */
+	if (!d && fwd && !forwarded) {
+		w->ctr.packets_forwarded_out++;
+		if (fwd->forward(fwd, src, dst, data, n) != 0) {
+			w->ctr.dropped[DERP_DROP_QUEUE_TAIL][disco ? DERP_KIND_DISCO : DERP_KIND_OTHER]++;
+			w->ctr.bytes_dropped[DERP_DROP_QUEUE_TAIL][disco ? DERP_KIND_DISCO : DERP_KIND_OTHER] += n;
+		}
+		return;
+	}
 	if (!d) {
 		enum derp_drop_reason r = nconns > 1 ? DERP_DROP_DUP_CLIENT
 				      : forwarded  ? DERP_DROP_UNKNOWN_DEST_ON_FWD

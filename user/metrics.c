@@ -113,9 +113,10 @@ int kd_metrics_render(struct kd_server *s, char **outp, size_t *lenp)
 	gauge(&o, "derp_current_home_connections", __atomic_load_n(&s->g_home, __ATOMIC_RELAXED));
 	gauge(&o, "derp_current_notideal_connections", __atomic_load_n(&s->g_notideal, __ATOMIC_RELAXED));
 	int64_t local = __atomic_load_n(&s->g_clients, __ATOMIC_RELAXED);
-	gauge(&o, "derp_clients_total", local);
+	int64_t remote = __atomic_load_n(&s->g_remote_only, __ATOMIC_RELAXED);
+	gauge(&o, "derp_clients_total", local + remote);
 	gauge(&o, "derp_clients_local", local);
-	gauge(&o, "derp_clients_remote", 0);
+	gauge(&o, "derp_clients_remote", remote);
 	gauge(&o, "derp_current_dup_client_keys", __atomic_load_n(&s->g_dup_keys, __ATOMIC_RELAXED));
 	gauge(&o, "derp_current_dup_client_conns", __atomic_load_n(&s->g_dup_conns, __ATOMIC_RELAXED));
 	counter(&o, "derp_total_dup_client_conns", __atomic_load_n(&s->total_dup_client_conns, __ATOMIC_RELAXED));
@@ -140,9 +141,10 @@ int kd_metrics_render(struct kd_server *s, char **outp, size_t *lenp)
 	counter(&o, "derp_home_moves_in", t.home_moves_in);
 	counter(&o, "derp_home_moves_out", t.home_moves_out);
 	counter(&o, "derp_unknown_frames", t.unknown_frames);
-	counter(&o, "derp_multiforwarder_created", 0);
-	counter(&o, "derp_multiforwarder_deleted", 0);
-	counter(&o, "derp_packet_forwarder_delete_other_value", 0);
+	counter(&o, "derp_multiforwarder_created", __atomic_load_n(&s->multiforwarder_created, __ATOMIC_RELAXED));
+	counter(&o, "derp_multiforwarder_deleted", __atomic_load_n(&s->multiforwarder_deleted, __ATOMIC_RELAXED));
+	counter(&o, "derp_packet_forwarder_delete_other_value",
+		__atomic_load_n(&s->forwarder_delete_other, __ATOMIC_RELAXED));
 	counter(&o, "derp_sclient_write_timeouts", t.sclient_write_timeouts);
 	emit(&o, "derp_average_queue_duration_ms %.3f\n", avg_q);
 

@@ -120,6 +120,8 @@ int kd_registry_add(struct kd_conn *c)
 			goto out;
 		}
 		__atomic_add_fetch(&s->g_clients, 1, __ATOMIC_RELAXED);
+		if (kd_keymap_get(&s->fwd, c->key))
+			__atomic_sub_fetch(&s->g_remote_only, 1, __ATOMIC_RELAXED);
 	}
 	if (ptrvec_add(&set->conns, &set->n, &set->cap, c) != 0) {
 		err = -ENOMEM;
@@ -153,10 +155,10 @@ out:
 	return err;
 }
 
-/* Called under reg_lock when src is gone from the region. */
-static void fire_peer_gone(struct kd_conn *from, const uint8_t src[static DERP_KEY_LEN])
+/* Called under reg_lock when src is gone from the region. from is the
+ * connection whose worker we run on, or NULL off the workers (mesh). */
+static void fire_peer_gone(struct kd_server *s, struct kd_conn *from, const uint8_t src[static DERP_KEY_LEN])
 {
-	struct kd_server *s = from->srv;
 	struct kd_subs *subs = kd_keymap_del(&s->subs, src);
 	uint8_t reason = DERP_PEER_GONE_DISCONNECTED;
 
@@ -199,8 +201,11 @@ void kd_registry_remove(struct kd_conn *c)
 		free(set->conns);
 		free(set);
 		__atomic_sub_fetch(&s->g_clients, 1, __ATOMIC_RELAXED);
-		/* TODO(mesh): keys still reachable through a mesh forwarder stay in the region */
-		fire_peer_gone(c, c->key);
+		/* a key still reachable through a mesh peer has not left the region */
+		if (kd_keymap_get(&s->fwd, c->key))
+			__atomic_add_fetch(&s->g_remote_only, 1, __ATOMIC_RELAXED);
+		else
+			fire_peer_gone(s, c, c->key);
 		for (uint32_t i = 0; i < s->nwatchers; i++)
 			post_frame(c, s->watchers[i],
 				   kd_pkt_frame(DERP_FRAME_PEER_GONE, c->key, DERP_KEY_LEN, &reason, 1), KD_MSG_CTRL);
@@ -233,19 +238,91 @@ void kd_registry_note_activity(struct kd_conn *c)
 	pthread_rwlock_unlock(&s->reg_lock);
 }
 
-struct kd_conn *kd_registry_lookup(struct kd_server *s, const uint8_t key[static DERP_KEY_LEN], uint32_t *n_conns)
+struct kd_conn *kd_registry_lookup(struct kd_server *s, const uint8_t key[static DERP_KEY_LEN], uint32_t *n_conns,
+				   struct kd_forwarder **fwd)
 {
 	struct kd_conn *d = NULL;
 
+	*fwd = NULL;
 	pthread_rwlock_rdlock(&s->reg_lock);
 	struct kd_client_set *set = kd_keymap_get(&s->reg, key);
 	*n_conns = set ? set->n : 0;
 	if (set && set->active) {
 		d = set->active;
 		kd_conn_ref(d);
+	} else if (!set && s->fwd.len) {
+		/* local connections always win; the mesh only for keys with none */
+		struct kd_fwd_entry *e = kd_keymap_get(&s->fwd, key);
+		if (e && e->n)
+			*fwd = e->f[0]; /* forwarders live as long as the server */
 	}
 	pthread_rwlock_unlock(&s->reg_lock);
 	return d;
+}
+
+int kd_server_add_forwarder(struct kd_server *s, const uint8_t key[DERP_KEY_LEN], struct kd_forwarder *f)
+{
+	int err = 0;
+
+	pthread_rwlock_wrlock(&s->reg_lock);
+	struct kd_fwd_entry *e = kd_keymap_get(&s->fwd, key);
+	if (!e) {
+		e = calloc(1, sizeof(*e));
+		if (!e || kd_keymap_put(&s->fwd, key, e) != 0) {
+			free(e);
+			err = -ENOMEM;
+			goto out;
+		}
+		if (!kd_keymap_get(&s->reg, key))
+			__atomic_add_fetch(&s->g_remote_only, 1, __ATOMIC_RELAXED);
+	}
+	for (uint32_t i = 0; i < e->n; i++)
+		if (e->f[i] == f)
+			goto out;
+	if (e->n == e->cap) {
+		uint32_t cap = e->cap ? e->cap * 2 : 2;
+		struct kd_forwarder **nf = realloc(e->f, cap * sizeof(*nf));
+		if (!nf) {
+			err = -ENOMEM;
+			goto out;
+		}
+		e->f = nf;
+		e->cap = cap;
+	}
+	e->f[e->n++] = f;
+	if (e->n == 2)
+		s->multiforwarder_created++;
+out:
+	pthread_rwlock_unlock(&s->reg_lock);
+	return err;
+}
+
+void kd_server_remove_forwarder(struct kd_server *s, const uint8_t key[DERP_KEY_LEN], struct kd_forwarder *f)
+{
+	pthread_rwlock_wrlock(&s->reg_lock);
+	struct kd_fwd_entry *e = kd_keymap_get(&s->fwd, key);
+	uint32_t i = 0;
+	while (e && i < e->n && e->f[i] != f)
+		i++;
+	if (!e || i == e->n) {
+		s->forwarder_delete_other++;
+		goto out;
+	}
+	memmove(&e->f[i], &e->f[i + 1], (e->n - i - 1) * sizeof(*e->f));
+	e->n--;
+	if (e->n == 1)
+		s->multiforwarder_deleted++;
+	if (e->n == 0) {
+		kd_keymap_del(&s->fwd, key);
+		free(e->f);
+		free(e);
+		if (!kd_keymap_get(&s->reg, key)) {
+			__atomic_sub_fetch(&s->g_remote_only, 1, __ATOMIC_RELAXED);
+			fire_peer_gone(s, NULL, key);
+		}
+	}
+out:
+	pthread_rwlock_unlock(&s->reg_lock);
 }
 
 void kd_registry_subscribe(struct kd_conn *c, const uint8_t src[static DERP_KEY_LEN])

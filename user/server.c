@@ -254,6 +254,7 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 	pthread_mutex_init(&s->accept_lock, NULL);
 	kd_keymap_init(&s->reg);
 	kd_keymap_init(&s->subs);
+	kd_keymap_init(&s->fwd);
 	s->accept_tokens = cfg->accept_burst;
 	s->accept_last_ms = s->start_ms;
 	s->nworkers = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -367,6 +368,11 @@ int kd_server_port80(const struct kd_server *s)
 	return s->listen80_fd >= 0 ? s->port80 : -1;
 }
 
+const struct kd_keypair *kd_server_keys(const struct kd_server *s)
+{
+	return &s->cfg.keys;
+}
+
 bool kd_server_tls(const struct kd_server *s)
 {
 	return s->tls != NULL;
@@ -451,8 +457,13 @@ void kd_server_free(struct kd_server *s)
 		free(((struct kd_subs *)v)->conns);
 		free(v);
 	}
+	for (size_t i = 0; (i = kd_keymap_next(&s->fwd, i, &k, &v)) != 0;) {
+		free(((struct kd_fwd_entry *)v)->f);
+		free(v);
+	}
 	kd_keymap_free(&s->reg);
 	kd_keymap_free(&s->subs);
+	kd_keymap_free(&s->fwd);
 	free(s->watchers);
 	pthread_rwlock_destroy(&s->reg_lock);
 	pthread_mutex_destroy(&s->accept_lock);

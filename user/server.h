@@ -5,6 +5,7 @@
 #define KD_SERVER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "key.h"
@@ -39,6 +40,23 @@ struct kd_server_config {
 };
 
 struct kd_server;
+
+/* A mesh peer as the registry sees it (spec §8.5): it forwards packets one
+ * hop. Implemented by the mesh client; lives as long as the server. */
+struct kd_forwarder {
+	/* Thread safe and non-blocking: 0 when queued, -errno when dropped. */
+	int (*forward)(struct kd_forwarder *f, const uint8_t src[DERP_KEY_LEN], const uint8_t dst[DERP_KEY_LEN],
+		       const uint8_t *data, size_t len);
+	const char *name;
+};
+
+/* PeerPresent from a mesh peer: key is reachable through f. */
+int kd_server_add_forwarder(struct kd_server *s, const uint8_t key[DERP_KEY_LEN], struct kd_forwarder *f);
+/* PeerGone from a mesh peer, or its watch connection broke: when key is
+ * then nowhere in the region, local receivers of its packets get PeerGone. */
+void kd_server_remove_forwarder(struct kd_server *s, const uint8_t key[DERP_KEY_LEN], struct kd_forwarder *f);
+/* The server's own identity, for the mesh client's logins. */
+const struct kd_keypair *kd_server_keys(const struct kd_server *s);
 
 void kd_server_config_defaults(struct kd_server_config *cfg);
 /* Binds the listeners; returns 0 or -errno (logged). */

@@ -218,6 +218,13 @@ struct kd_subs {
 	uint32_t n, cap;
 };
 
+/* Mesh forwarders of one key, in the order they announced it; the first
+ * (lowest index) is preferred (spec §8.5). */
+struct kd_fwd_entry {
+	struct kd_forwarder **f;
+	uint32_t n, cap;
+};
+
 struct kd_server {
 	struct kd_server_config cfg;
 	char *debug_key;          /* TS_DEBUG_KEY_PATH contents, trimmed; NULL = none */
@@ -234,6 +241,9 @@ struct kd_server {
 	pthread_rwlock_t reg_lock;
 	struct kd_keymap reg;     /* key -> struct kd_client_set */
 	struct kd_keymap subs;    /* src key -> struct kd_subs */
+	struct kd_keymap fwd;     /* key -> struct kd_fwd_entry, keys on other mesh nodes */
+	int64_t g_remote_only;    /* keys known only through the mesh */
+	uint64_t multiforwarder_created, multiforwarder_deleted, forwarder_delete_other;
 	struct kd_conn **watchers;
 	uint32_t nwatchers, watchers_cap;
 
@@ -281,7 +291,8 @@ int kd_registry_add(struct kd_conn *c);
 void kd_registry_remove(struct kd_conn *c);
 void kd_registry_note_activity(struct kd_conn *c);
 /* Looks up the active connection for key, with a reference; *n_conns gets how many connections the key has. */
-struct kd_conn *kd_registry_lookup(struct kd_server *s, const uint8_t key[static DERP_KEY_LEN], uint32_t *n_conns);
+struct kd_conn *kd_registry_lookup(struct kd_server *s, const uint8_t key[static DERP_KEY_LEN], uint32_t *n_conns,
+				   struct kd_forwarder **fwd);
 void kd_registry_subscribe(struct kd_conn *c, const uint8_t src[static DERP_KEY_LEN]);
 void kd_registry_unsubscribe_all(struct kd_conn *c);
 void kd_registry_watch(struct kd_conn *c);
