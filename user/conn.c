@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "websocket.h"
 #include "server_internal.h"
 #include "tls.h"
 
@@ -197,6 +198,7 @@ int kd_conn_ctrl_frame(struct kd_conn *c, uint8_t type, const void *p1, size_t n
 }
 
 static bool consume_input(struct kd_conn *c);
+static bool ws_unwrap_input(struct kd_conn *c, uint8_t *buf, size_t len, bool in_place);
 
 /* --- writing --- */
 
@@ -231,6 +233,7 @@ static void take_batch(struct kd_conn *c)
 	struct kd_counters *ctr = &c->w->ctr;
 	uint64_t now = kd_loop_now(c->w->loop);
 
+	c->raw_inflight = c->raw.len - c->raw.off;
 	c->ctrl_inflight = c->ctrl.len - c->ctrl.off;
 	c->n_inflight = 0;
 	/* disco first: NAT traversal messages are small and time critical */
@@ -244,6 +247,12 @@ static void take_batch(struct kd_conn *c)
 			ctr->avg_queue_ms = ctr->avg_queue_ms * 0.9 + ms * 0.1;
 			c->inflight[c->n_inflight++] = p;
 		}
+	}
+	if (c->ws) {
+		size_t total = c->ctrl_inflight;
+		for (uint32_t i = 0; i < c->n_inflight; i++)
+			total += c->inflight[i]->len;
+		c->ws_hdr_len = total ? (uint8_t)kd_ws_encode_header(c->ws_hdr, total) : 0;
 	}
 	uint32_t n = c->n_inflight;
 	static const uint32_t bounds[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 25, 50, 100};
@@ -260,18 +269,31 @@ static void take_batch(struct kd_conn *c)
 
 static bool batch_empty(const struct kd_conn *c)
 {
-	return c->ctrl_inflight == 0 && c->n_inflight == 0;
+	return c->raw_inflight == 0 && c->ctrl_inflight == 0 && c->n_inflight == 0;
 }
 
 static bool have_pending(const struct kd_conn *c)
 {
-	return c->ctrl.len > c->ctrl.off || c->q[0].len || c->q[1].len;
+	return c->raw.len > c->raw.off || c->ctrl.len > c->ctrl.off || c->q[0].len || c->q[1].len;
+}
+
+static size_t batch_len(const struct kd_conn *c)
+{
+	size_t total = c->raw_inflight + c->ws_hdr_len + c->ctrl_inflight;
+	for (uint32_t i = 0; i < c->n_inflight; i++)
+		total += c->inflight[i]->len;
+	return total;
 }
 
 static void batch_done(struct kd_conn *c)
 {
 	struct kd_counters *ctr = &c->w->ctr;
 
+	c->raw.off += c->raw_inflight;
+	c->raw_inflight = 0;
+	c->ws_hdr_len = 0;
+	if (c->raw.off == c->raw.len)
+		c->raw.off = c->raw.len = 0;
 	c->ctrl.off += c->ctrl_inflight;
 	c->ctrl_inflight = 0;
 	for (uint32_t i = 0; i < c->n_inflight; i++) {
@@ -317,9 +339,22 @@ int kd_conn_flush(struct kd_conn *c)
 				break;
 			take_batch(c);
 		}
-		struct iovec iov[KD_IOV_MAX + 1];
+		struct iovec iov[KD_IOV_MAX + 3];
 		int n = 0;
 		size_t skip = c->wr_off;
+		const struct {
+			uint8_t *p;
+			size_t len;
+		} pre[] = {{c->raw.data + c->raw.off, c->raw_inflight}, {c->ws_hdr, c->ws_hdr_len}};
+		for (size_t k = 0; k < 2; k++) {
+			if (skip >= pre[k].len) {
+				skip -= pre[k].len;
+				continue;
+			}
+			iov[n].iov_base = pre[k].p + skip;
+			iov[n++].iov_len = pre[k].len - skip;
+			skip = 0;
+		}
 		if (c->ctrl_inflight) {
 			if (skip < c->ctrl_inflight) {
 				iov[n].iov_base = c->ctrl.data + c->ctrl.off + skip;
@@ -358,10 +393,7 @@ int kd_conn_flush(struct kd_conn *c)
 			return -EPIPE;
 		}
 		c->wr_off += (size_t)r;
-		size_t total = c->ctrl_inflight;
-		for (uint32_t i = 0; i < c->n_inflight; i++)
-			total += c->inflight[i]->len;
-		if (c->wr_off >= total)
+		if (c->wr_off >= batch_len(c))
 			batch_done(c);
 		/* progress resets the write deadline */
 		if (c->state == KD_CONN_ACTIVE && kd_timer_armed(&c->deadline))
@@ -370,6 +402,10 @@ int kd_conn_flush(struct kd_conn *c)
 	if (c->state == KD_CONN_CLOSED)
 		return -EPIPE;
 	set_want_write(c, false);
+	if (c->close_after_flush) {
+		kd_conn_close(c, NULL);
+		return -EPIPE;
+	}
 	if (c->state == KD_CONN_ACTIVE)
 		kd_timer_disarm(c->w->loop, &c->deadline);
 	if (c->state == KD_CONN_HTTP_RESPONDING) {
@@ -446,6 +482,9 @@ void kd_conn_close(struct kd_conn *c, const char *why)
 	c->io.fd = -1;
 	kd_buf_free(&c->in);
 	kd_buf_free(&c->ctrl);
+	kd_buf_free(&c->raw);
+	free(c->ws);
+	c->ws = NULL;
 	kd_keymap_free(&c->saw_src);
 	for (int k = 0; k < DERP_KIND_MAX; k++) {
 		free(c->q[k].ring);
@@ -490,19 +529,6 @@ static void respond(struct kd_conn *c, const char *out, size_t len, bool keep_al
 	c->state = KD_CONN_HTTP_RESPONDING;
 	c->http_close_after = !keep_alive;
 	kd_conn_ctrl_append(c, out, len);
-}
-
-static void respond_error(struct kd_conn *c, int status, const char *body)
-{
-	char out[512];
-	size_t n;
-
-	if (kd_http_format_response(out, sizeof(out), &n, status, KD_HTTP_TEXT_PLAIN,
-				    "X-Content-Type-Options: nosniff\r\nConnection: close\r\n", body,
-				    strlen(body)) == 0)
-		respond(c, out, n, false);
-	else
-		kd_conn_close(c, "http response too large");
 }
 
 /* Answers one complete request; the response is built in the worker's
@@ -555,8 +581,20 @@ static void http_step(struct kd_conn *c)
 		kd_derp_on_upgrade(c);
 		return;
 	case KD_HTTP_UPGRADE_WEBSOCKET:
-		/* the 101 in out is not sent: refusing beats a half-working transport */
-		respond_error(c, 501, "DERP over WebSocket is not supported by this kderpd yet\n");
+		c->ws = malloc(sizeof(*c->ws));
+		if (!c->ws || buf_reserve(&c->raw, out_len, KD_CTRL_MAX) != 0) {
+			kd_conn_close(c, "out of memory");
+			return;
+		}
+		/* messages up to a full SendPacket frame, more than the reference's 32 KiB */
+		kd_ws_decoder_init(c->ws, 0);
+		memcpy(c->raw.data, out, out_len);
+		c->raw.len = out_len;
+		w->ctr.websocket_accepts++;
+		/* what the client pipelined behind the request is WebSocket framing too */
+		if (!ws_unwrap_input(c, c->in.data + c->in.off, c->in.len - c->in.off, true))
+			return;
+		kd_derp_on_upgrade(c);
 		return;
 	case KD_HTTP_VARZ:
 	case KD_HTTP_DEBUG_VARS: {
@@ -610,6 +648,55 @@ static void http_step(struct kd_conn *c)
 	}
 }
 
+/* Turns WebSocket frames into DERP bytes. in_place: buf is c->in's unread
+ * part and the DERP bytes replace it; else they are appended to c->in.
+ * Returns false if c closed. */
+static bool ws_unwrap_input(struct kd_conn *c, uint8_t *buf, size_t len, bool in_place)
+{
+	size_t done = 0, consumed = 0, derp_len = 0, keep = in_place ? c->in.off : 0;
+
+	while (done < len || len == 0) {
+		uint8_t reply[KD_WS_MAX_CONTROL_FRAME * 2];
+		size_t reply_len = 0;
+		int r = kd_ws_unwrap(c->ws, buf + done, len - done, &consumed, &derp_len, reply, sizeof(reply),
+				     &reply_len);
+		if (in_place) {
+			memmove(c->in.data + keep, buf + done, derp_len);
+			keep += derp_len;
+		} else if (derp_len) {
+			if (buf_reserve(&c->in, derp_len, DERP_MAX_INFO_LEN + 65536) != 0) {
+				kd_conn_close(c, "input over its bound");
+				return false;
+			}
+			memcpy(c->in.data + c->in.len, buf + done, derp_len);
+			c->in.len += derp_len;
+		}
+		if (reply_len) {
+			if (buf_reserve(&c->raw, reply_len, KD_CTRL_MAX) != 0) {
+				kd_conn_close(c, "control stream over its bound");
+				return false;
+			}
+			memcpy(c->raw.data + c->raw.len, reply, reply_len);
+			c->raw.len += reply_len;
+			kd_conn_mark_dirty(c);
+		}
+		if (r != 0) {
+			/* peer closed or broke the framing: send what is owed, then close */
+			c->close_after_flush = true;
+			kd_conn_mark_dirty(c);
+			if (in_place)
+				c->in.len = keep;
+			return c->state != KD_CONN_CLOSED;
+		}
+		done += consumed;
+		if (len == 0 || consumed == 0)
+			break;
+	}
+	if (in_place)
+		c->in.len = keep;
+	return true;
+}
+
 /* Feeds buffered bytes to the current state. Returns false if c closed. */
 static bool consume_input(struct kd_conn *c)
 {
@@ -646,6 +733,19 @@ static void on_readable(struct kd_conn *c)
 
 	while (budget && c->state != KD_CONN_CLOSED) {
 		ssize_t r;
+		if (c->ws) {
+			/* WebSocket: unwrap what arrives, then parse like any input */
+			r = conn_read(c, w->scratch, w->scratch_cap);
+			if (r > 0) {
+				budget -= (size_t)r < budget ? (size_t)r : budget;
+				if (c->close_after_flush)
+					continue; /* closing: read and drop */
+				if (!ws_unwrap_input(c, w->scratch, (size_t)r, false) || !consume_input(c))
+					return;
+				continue;
+			}
+			goto read_done;
+		}
 		bool direct = (c->state == KD_CONN_ACTIVE || c->state == KD_CONN_WAIT_CLIENT_INFO) &&
 			      c->in.len == c->in.off && c->skip == 0;
 		if (direct) {
@@ -683,6 +783,7 @@ static void on_readable(struct kd_conn *c)
 				continue;
 			}
 		}
+read_done:
 		if (r == 0) {
 			if (c->state < KD_CONN_ACTIVE && c->state != KD_CONN_HTTP)
 				w->ctr.handshake_errors[KD_HS_EOF]++;

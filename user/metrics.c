@@ -177,7 +177,7 @@ int kd_metrics_render(struct kd_server *s, char **outp, size_t *lenp)
 		for (int k = 0; k < DERP_KIND_MAX; k++)
 			emit(&o, "derp_bytes_dropped{reason=\"%s\",kind=\"%s\"} %llu\n", reasons[r], kinds[k],
 			     (unsigned long long)t.bytes_dropped[r][k]);
-	counter(&o, "derp_websocket_accepts", 0);
+	counter(&o, "derp_websocket_accepts", t.websocket_accepts);
 	if (s->tls) {
 		static const char *const kr[] = {
 #define KD_X(id, name) name,

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "loop.h"
 #include "server.h"
+#include "websocket.h"
 
 /* A frame ready to write, owned by exactly one queue or message at a time. */
 struct kd_pkt {
@@ -84,6 +85,13 @@ struct kd_conn {
 	bool want_write;          /* EPOLLOUT armed */
 	bool http_close_after;
 	bool port80;              /* accepted on the plaintext listener next to TLS */
+	/* DERP over WebSocket (spec §3.7): every batch becomes one binary message */
+	struct kd_ws_decoder *ws; /* NULL for raw DERP */
+	struct kd_buf raw;        /* bytes that go out unwrapped: the 101, pongs, close */
+	size_t raw_inflight;
+	uint8_t ws_hdr[10];
+	uint8_t ws_hdr_len;
+	bool close_after_flush;
 
 	struct kd_timer deadline; /* handshake or write deadline */
 	struct kd_timer keepalive;
@@ -151,7 +159,7 @@ struct kd_counters {
 	uint64_t buffered_write_frames_sum, buffered_write_flushes;
 	uint64_t handshake_errors[16];       /* enum kd_hs_error */
 	uint64_t http_requests, http_errors, conn_errors, accept_rejected;
-	uint64_t keepalives_sent, health_frames, restarting_frames, watch_updates;
+	uint64_t keepalives_sent, health_frames, restarting_frames, watch_updates, websocket_accepts;
 	uint64_t ktls[2][KD_KTLS_MAX];       /* [tx, rx][enum kd_ktls_result] */
 	uint64_t tls_versions[3];            /* 1.2, 1.3, other */
 	double avg_queue_ms;
