@@ -753,6 +753,23 @@ int kd_client_start_fd(struct kd_client **out, const struct kd_client_opts *o, i
 	return 0;
 }
 
+int kd_client_attach_fd(struct kd_client **out, int fd, const struct kd_keypair *key)
+{
+	struct kd_client *c = calloc(1, sizeof(*c));
+
+	*out = NULL;
+	if (!c)
+		return -ENOMEM;
+	c->fd = fd;
+	if (key)
+		c->key = *key;
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	snprintf(c->url.host_header, sizeof(c->url.host_header), "raw");
+	c->st = ST_ESTABLISHED;
+	*out = c;
+	return 0;
+}
+
 static int wait_fd(struct kd_client *c, bool want_write, int64_t deadline)
 {
 	struct pollfd pfd = {.fd = c->fd, .events = POLLIN | (want_write ? POLLOUT : 0)};

@@ -56,6 +56,9 @@ int kd_client_step(struct kd_client *c);
 /* As kd_client_start() on an already connected stream socket the client
  * takes over (tests: a socketpair; the URL still names Host and scheme). */
 int kd_client_start_fd(struct kd_client **out, const struct kd_client_opts *o, int fd);
+/* An already established client on a stream that needs no handshake: the
+ * raw-TCP baseline of derp-bench and tests. Takes the fd; key may be NULL. */
+int kd_client_attach_fd(struct kd_client **out, int fd, const struct kd_keypair *key);
 int kd_client_fd(const struct kd_client *c);
 bool kd_client_want_write(const struct kd_client *c);
 /* Handshake deadline on CLOCK_MONOTONIC in ms; 0 once established. */
