@@ -492,7 +492,7 @@ static int hs_tcp_connect(struct kd_client *c)
  * more bytes, 1 established, -errno. */
 static int hs_consume(struct kd_client *c)
 {
-	const uint8_t *buf = c->in + c->in_start;
+	const uint8_t *buf = c->in ? c->in + c->in_start : NULL;
 	size_t have = c->in_end - c->in_start, used;
 	struct kd_client_msg m;
 	int err, status;
@@ -861,7 +861,8 @@ int kd_client_poll(struct kd_client *c, struct kd_client_msg *m)
 		return -ENOTCONN;
 	for (;;) {
 		size_t used;
-		int err = kd_client_parse_frame(c->in + c->in_start, c->in_end - c->in_start, m, &used);
+		int err = kd_client_parse_frame(c->in ? c->in + c->in_start : NULL, c->in_end - c->in_start, m,
+						&used);
 
 		if (err == 0) {
 			c->in_start += used;

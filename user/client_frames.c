@@ -22,7 +22,7 @@ int kd_client_parse_frame(const uint8_t *buf, size_t len, struct kd_client_msg *
 	const uint8_t *p;
 	uint32_t n;
 
-	if (len < DERP_FRAME_HDR_LEN)
+	if (!buf || len < DERP_FRAME_HDR_LEN)
 		return -EAGAIN;
 	n = derp_hdr_len(h);
 	if (n > DERP_MAX_INFO_LEN)
@@ -106,6 +106,8 @@ int kd_client_parse_http_response(const char *buf, size_t len, int *status, size
 
 	/* status line "HTTP/1.x NNN" must be plausible before we wait for more */
 	static const char pfx[] = "HTTP/1.";
+	if (len == 0)
+		return -EAGAIN;
 	size_t cmp = len < sizeof(pfx) - 1 ? len : sizeof(pfx) - 1;
 	if (memcmp(buf, pfx, cmp) != 0)
 		return -EBADMSG;
