@@ -214,7 +214,9 @@ static int run_bench(const struct bench_cfg *cfg, struct report *r)
 
 		if (until > now)
 			sleep_ms((int)(until - now));
-		if (kd_client_clock_ms() >= next && !cfg->quiet && cfg->duration_s >= 2) {
+		if (kd_client_clock_ms() < next)
+			continue;
+		if (!cfg->quiet && cfg->duration_s >= 2) {
 			uint64_t rx = SUM(&run, received);
 
 			fprintf(stderr, "derp-bench: t=%2llds  %10.0f pkt/s  %8.3f Gbit/s  sent %llu recv %llu\n",
@@ -222,8 +224,8 @@ static int run_bench(const struct bench_cfg *cfg, struct report *r)
 				(double)(rx - last_rx) * cfg->size * 8 / 1e9, (unsigned long long)SUM(&run, sent),
 				(unsigned long long)rx);
 			last_rx = rx;
-			next += 1000;
 		}
+		next += 1000;
 	}
 	/* the measurement window ends here; what is still in flight is drained */
 	t_end = kd_client_clock_ms();
