@@ -639,6 +639,23 @@ static void test_kderpd_bench(void **state)
 	assert_non_null(strstr(out, "\"mode\":\"relay\""));
 	assert_null(strstr(out, "\"server_pct\":null"));
 	assert_true(json_int(out, "samples") > 10);
+
+	/* --baseline: the same paced load through the relay and over raw TCP */
+	assert_int_equal(run((char *[]){derpbench, "--url", url, "--pairs", "2", "--size", "500", "--duration", "1",
+					"--rate", "4kpps", "--baseline", "--json", "--quiet", NULL},
+			     NULL, out, sizeof(out), 30000),
+			 0);
+	assert_non_null(strstr(out, "{\"relay\":{\"mode\":\"relay\""));
+	assert_non_null(strstr(out, ",\"raw_tcp\":{\"mode\":\"raw-tcp\""));
+	{
+		const char *raw = strstr(out, "\"raw_tcp\"");
+
+		/* the first "sent" is the relay's, the one after "raw_tcp" the baseline's */
+		assert_int_equal(json_int(out, "received"), json_int(out, "sent"));
+		assert_int_equal(json_int(raw, "received"), json_int(raw, "sent"));
+		assert_true(json_int(raw, "sent") >= 3400 && json_int(raw, "sent") <= 4200);
+	}
+	assert_true(json_num(out, "relay_to_raw_pps") > 0.8 && json_num(out, "relay_to_raw_pps") < 1.2);
 }
 
 static int group_setup(void **state)

@@ -38,6 +38,8 @@ static void usage(FILE *f)
 		"  --latency            also run a ping/echo pair and report RTT percentiles\n"
 		"  --latency-interval-us U  gap between pings (default 1000)\n"
 		"  --server-pid PID     report that process's CPU (the relay)\n"
+		"  --baseline           run the relay, then the same load over raw TCP; report both\n"
+		"                       and the relay/raw ratio (needs --url)\n"
 		"  --json               one JSON object on stdout instead of the table\n"
 		"  --quiet              no progress lines on stderr\n",
 		BENCH_MIN_SIZE, DERP_MAX_PACKET);
@@ -127,7 +129,7 @@ static void print_table(const struct bench_cfg *cfg, const struct report *r)
 	}
 }
 
-static void print_json(const struct bench_cfg *cfg, const struct report *r)
+static void print_json(const struct bench_cfg *cfg, const struct report *r, bool newline)
 {
 	printf("{\"mode\":\"%s\",", cfg->raw_tcp ? "raw-tcp" : "relay");
 	if (!cfg->raw_tcp) {
@@ -156,7 +158,7 @@ static void print_json(const struct bench_cfg *cfg, const struct report *r)
 		       "\"p90_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f}",
 		       (unsigned long long)r->lat.samples, (unsigned long long)r->lat.lost, r->lat.min_us,
 		       r->lat.p50_us, r->lat.p90_us, r->lat.p99_us, r->lat.p999_us, r->lat.max_us);
-	printf("}\n");
+	printf(newline ? "}\n" : "}");
 }
 
 static int run_bench(const struct bench_cfg *cfg, struct report *r)
@@ -303,13 +305,15 @@ int main(int argc, char **argv)
 		{"latency-interval-us", required_argument, NULL, 'I'},
 		{"server-pid", required_argument, NULL, 'P'}, {"json", no_argument, NULL, 'j'},
 		{"quiet", no_argument, NULL, 'q'},          {"help", no_argument, NULL, 'h'},
+		{"baseline", no_argument, NULL, 'B'},
 		{NULL, 0, NULL, 0},
 	};
 	struct bench_cfg cfg = {
 		.pairs = 1, .size = 1400, .duration_s = 5, .batch = 65536,
 		.threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .latency_interval_us = 1000,
 	};
-	struct report r = {0};
+	struct report r = {0}, raw = {0};
+	bool baseline = false;
 	int opt, err;
 
 	kd_log_set_prefix("derp-bench");
@@ -337,9 +341,14 @@ int main(int argc, char **argv)
 		case 'P': cfg.server_pid = atoi(optarg); break;
 		case 'j': cfg.json = true; break;
 		case 'q': cfg.quiet = true; break;
+		case 'B': baseline = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
+	}
+	if (baseline && (!cfg.url || cfg.raw_tcp)) {
+		fprintf(stderr, "derp-bench: --baseline needs --url and no --raw-tcp\n");
+		return 2;
 	}
 	if (optind != argc || (!cfg.url && !cfg.raw_tcp) || cfg.pairs < 0 || (cfg.pairs == 0 && !cfg.latency) ||
 	    cfg.size < BENCH_MIN_SIZE || cfg.size > (int)DERP_MAX_PACKET || cfg.duration_s <= 0 ||
@@ -361,12 +370,37 @@ int main(int argc, char **argv)
 		cfg.rate_pps = cfg.rate_bps / (cfg.size * 8.0);
 
 	err = run_bench(&cfg, &r);
+	if (!err && baseline) {
+		struct bench_cfg rcfg = cfg;
+
+		/* same senders, receivers and accounting; only the path differs */
+		rcfg.raw_tcp = true;
+		err = run_bench(&rcfg, &raw);
+		if (!err && cfg.json) {
+			printf("{\"relay\":");
+			print_json(&cfg, &r, false);
+			printf(",\"raw_tcp\":");
+			print_json(&rcfg, &raw, false);
+			printf(",\"relay_to_raw_pps\":%.4f}\n", raw.pps > 0 ? r.pps / raw.pps : 0);
+		} else if (!err) {
+			print_table(&cfg, &r);
+			print_table(&rcfg, &raw);
+			printf("relay/raw delivered ratio: %.3f (a relay crosses two TCP connections: ~0.5 is "
+			       "the practical ceiling on one machine)\n",
+			       raw.pps > 0 ? r.pps / raw.pps : 0);
+		}
+		if (err) {
+			fprintf(stderr, "derp-bench: %s\n", strerror(-err));
+			return 1;
+		}
+		return r.conn_errors || raw.conn_errors ? 1 : 0;
+	}
 	if (err) {
 		fprintf(stderr, "derp-bench: %s\n", strerror(-err));
 		return 1;
 	}
 	if (cfg.json)
-		print_json(&cfg, &r);
+		print_json(&cfg, &r, true);
 	else
 		print_table(&cfg, &r);
 	return r.conn_errors ? 1 : 0;
