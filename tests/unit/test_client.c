@@ -934,6 +934,99 @@ static void test_tls_verify(void **state)
 	unlink(ca);
 }
 
+
+/* Every send helper against the byte layouts of spec Appendix A. */
+static void test_send_encodings(void **state)
+{
+	struct fake_server s;
+	struct kd_client_opts o;
+	struct kd_client *c;
+	uint8_t C[32], D[32], got[512], want[512];
+	size_t n = 0;
+	static const uint8_t ping[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+
+	memset(C, 0xcc, 32);
+	memset(D, 0xdd, 32);
+	client_opts(&o, 0x06);
+	c = connected_client(&s, &o);
+	kd_client_cork(c, true);
+	assert_int_equal(kd_client_note_preferred(c, true), 0);
+	assert_int_equal(kd_client_note_preferred(c, false), 0);
+	assert_int_equal(kd_client_send_packet(c, D, "hi", 2), 0);
+	assert_int_equal(kd_client_send_packet(c, D, NULL, 0), 0);
+	assert_int_equal(kd_client_send_ping(c, ping), 0);
+	assert_int_equal(kd_client_send_pong(c, ping), 0);
+	assert_int_equal(kd_client_watch_conns(c), 0);
+	assert_int_equal(kd_client_close_peer(c, D), 0);
+	assert_int_equal(kd_client_forward_packet(c, C, D, "hi", 2), 0);
+	assert_int_equal(kd_client_send_raw(c, "\x7f\x00", 2), 0);
+	/* corked: nothing on the wire until the flush */
+	assert_int_equal(read_avail(s.sv[1], got, sizeof(got)), 0);
+	assert_int_equal(kd_client_flush(c), 0);
+
+#define PUT(...)                                                   \
+	do {                                                       \
+		static const uint8_t b_[] = {__VA_ARGS__};         \
+		memcpy(want + n, b_, sizeof(b_));                  \
+		n += sizeof(b_);                                   \
+	} while (0)
+#define PUTK(k)                            \
+	do {                                 \
+		memcpy(want + n, k, 32);     \
+		n += 32;                     \
+	} while (0)
+	PUT(0x07, 0, 0, 0, 1, 0x01);
+	PUT(0x07, 0, 0, 0, 1, 0x00);
+	PUT(0x04, 0, 0, 0, 0x22);
+	PUTK(D);
+	PUT('h', 'i');
+	PUT(0x04, 0, 0, 0, 0x20);
+	PUTK(D);
+	PUT(0x12, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8);
+	PUT(0x13, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8);
+	PUT(0x10, 0, 0, 0, 0);
+	PUT(0x11, 0, 0, 0, 0x20);
+	PUTK(D);
+	PUT(0x0a, 0, 0, 0, 0x42);
+	PUTK(C);
+	PUTK(D);
+	PUT('h', 'i');
+	PUT(0x7f, 0x00);
+#undef PUT
+#undef PUTK
+	assert_int_equal(read_avail(s.sv[1], got, sizeof(got)), n);
+	assert_memory_equal(got, want, n);
+	kd_client_close(c);
+	close(s.sv[1]);
+}
+
+/* Optional request headers, in the reference's (sorted) places. */
+static void test_request_headers(void **state)
+{
+	struct kd_client_opts o;
+	struct kd_client *c;
+	char got[1024];
+	int sv[2];
+	size_t n;
+
+	client_opts(&o, 0x05);
+	o.url = "http://[::1]:8443/derp";
+	o.ideal_node = "900a";
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(kd_client_start_fd(&c, &o, sv[0]), 0);
+	assert_int_equal(kd_client_step(c), 0);
+	n = read_avail(sv[1], (uint8_t *)got, sizeof(got) - 1);
+	got[n] = '\0';
+	assert_string_equal(got, "GET /derp HTTP/1.1\r\nHost: [::1]:8443\r\nUser-Agent: Go-http-client/1.1\r\n"
+				 "Connection: Upgrade\r\nIdeal-Node: 900a\r\nUpgrade: DERP\r\n\r\n");
+	kd_client_close(c);
+	close(sv[1]);
+
+	o.ideal_node = "bad\r\nInjected: 1";
+	assert_int_equal(kd_client_start_fd(&c, &o, -1), -EINVAL);
+	assert_null(c);
+}
+
 static void test_close_null(void **state)
 {
 	kd_client_close(NULL);
@@ -963,6 +1056,8 @@ int main(void)
 		cmocka_unit_test(test_send_backpressure),
 		cmocka_unit_test(test_tls_fast_start),
 		cmocka_unit_test(test_tls_verify),
+		cmocka_unit_test(test_send_encodings),
+		cmocka_unit_test(test_request_headers),
 		cmocka_unit_test(test_close_null),
 	};
 
