@@ -41,7 +41,8 @@ struct kd_client_opts {
 /* Blocking: TCP (+TLS), GET /derp, 101, ServerKey, ClientInfo, ServerInfo.
  * Errors: -ECONNREFUSED (nobody listening), -ETIMEDOUT, -ECONNABORTED (the
  * server closed during the handshake: refused), -EPROTO (not a DERP server:
- * non-101 status, bad frame, ServerInfo that does not open), -EINVAL (opts),
+ * non-101 status, bad frame, ServerInfo that does not open), -EKEYREJECTED
+ * (https: the certificate does not verify), -EINVAL (opts),
  * -EHOSTUNREACH/-ENOENT (name resolution), other -errno. *out NULL on error. */
 int kd_client_connect(struct kd_client **out, const struct kd_client_opts *o);
 

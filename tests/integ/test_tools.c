@@ -217,7 +217,8 @@ static int kderpd_start(void)
 		if (nul >= 0 && !getenv("KD_TEST_VERBOSE"))
 			dup2(nul, 2);
 		putenv(env);
-		execl(kderpd, kderpd, "-dev", "-a", addr, (char *)NULL);
+		/* no STUN: 3478 may be taken by another test on this machine */
+		execl(kderpd, kderpd, "-dev", "-a", addr, "-stun=false", (char *)NULL);
 		_exit(127);
 	}
 	deadline = now_ms() + 5000;
@@ -658,6 +659,77 @@ static void test_kderpd_bench(void **state)
 	assert_true(json_num(out, "relay_to_raw_pps") > 0.8 && json_num(out, "relay_to_raw_pps") < 1.2);
 }
 
+
+/* kderpd serving TLS with its dev certificate: the meta-certificate makes
+ * the client use fast start, and the relay works over TLS. */
+static void test_kderpd_tls(void **state)
+{
+	char addr[64], url[96], out[8192], keyfile[] = "/tmp/kd-tls-key-XXXXXX";
+	int port = dead_port(), fd;
+	pid_t pid;
+	int64_t deadline;
+	bool up = false;
+
+	if (!need_kderpd()) {
+		skip();
+		return;
+	}
+	fd = mkstemp(keyfile);
+	close(fd);
+	unlink(keyfile); /* kderpd creates it */
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int nul = open("/dev/null", O_WRONLY);
+
+		if (nul >= 0 && !getenv("KD_TEST_VERBOSE"))
+			dup2(nul, 2);
+		execl(kderpd, kderpd, "-a", addr, "-certmode", "dev", "-hostname", "localhost", "-http-port", "-1",
+		      "-stun=false", "-c", keyfile, (char *)NULL);
+		_exit(127);
+	}
+	for (deadline = now_ms() + 5000; now_ms() < deadline && !up;) {
+		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+					 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		int s = socket(AF_INET, SOCK_STREAM, 0);
+
+		up = connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		close(s);
+		if (!up)
+			usleep(20000);
+		if (waitpid(pid, NULL, WNOHANG) == pid)
+			break;
+	}
+	if (!up) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		unlink(keyfile);
+		printf("# SKIP kderpd -certmode dev did not start\n");
+		skip();
+		return;
+	}
+	snprintf(url, sizeof(url), "https://localhost:%d/derp", port);
+	assert_int_equal(run((char *[]){kderpctl, "probe", url, "--insecure", "--dial", addr, "--json", NULL}, NULL,
+			     out, sizeof(out), 10000),
+			 0);
+	assert_non_null(strstr(out, "\"fast_start\":true"));
+	/* verification on: the dev certificate is self-signed, so it is refused */
+	assert_int_equal(run((char *[]){kderpctl, "probe", url, "--dial", addr, NULL}, NULL, out, sizeof(out), 10000),
+			 3);
+	assert_int_equal(run((char *[]){derpbench, "--url", url, "--dial", addr, "--insecure", "--pairs", "2",
+					"--size", "1200", "--duration", "1", "--rate", "4kpps", "--json", "--quiet",
+					NULL},
+			     NULL, out, sizeof(out), 30000),
+			 0);
+	assert_int_equal(json_int(out, "received"), json_int(out, "sent"));
+	assert_true(json_int(out, "sent") >= 3400);
+	assert_int_equal(json_int(out, "corrupt"), 0);
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+	unlink(keyfile);
+}
+
 static int group_setup(void **state)
 {
 	char self[PATH_MAX];
@@ -706,6 +778,7 @@ int main(void)
 		cmocka_unit_test(test_kderpd_send_recv_echo),
 		cmocka_unit_test(test_kderpd_mesh),
 		cmocka_unit_test(test_kderpd_bench),
+		cmocka_unit_test(test_kderpd_tls),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -928,9 +928,9 @@ static void test_tls_verify(void **state)
 	assert_int_equal(tls_login(true, false, "https://localhost/derp", ca, false, &fast, &pinged), 1);
 	assert_true(fast);
 	/* the same certificate for another name fails verification */
-	assert_int_equal(tls_login(true, false, "https://derp.invalid/derp", ca, false, &fast, &pinged), -EPROTO);
+	assert_int_equal(tls_login(true, false, "https://derp.invalid/derp", ca, false, &fast, &pinged), -EKEYREJECTED);
 	/* and without the CA: unknown issuer */
-	assert_int_equal(tls_login(false, false, "https://localhost/derp", NULL, false, &fast, &pinged), -EPROTO);
+	assert_int_equal(tls_login(false, false, "https://localhost/derp", NULL, false, &fast, &pinged), -EKEYREJECTED);
 	unlink(ca);
 }
 

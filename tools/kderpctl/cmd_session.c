@@ -34,6 +34,7 @@ static int login(struct kd_client **c, struct ctl_opts *o, const char *url, cons
 	if (err) {
 		const char *why = err == -ECONNABORTED ? "server closed the connection (refused)"
 				: err == -EPROTO	 ? "not a DERP server or protocol error"
+				: err == -EKEYREJECTED	 ? "TLS certificate rejected (--insecure or --ca-file)"
 							 : strerror(-err);
 		fprintf(stderr, "kderpctl %s: %s: %s\n", cmd, url, why);
 		if (o->json)

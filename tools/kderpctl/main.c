@@ -59,6 +59,7 @@ int ctl_exit_for(int err)
 	case -EPROTO:
 	case -ECONNABORTED:
 	case -EBADMSG:
+	case -EKEYREJECTED:
 		return CTL_REFUSED;
 	default:
 		return CTL_FAIL;
