@@ -85,17 +85,20 @@ deps:
 run: all
 	$(BUILD)/kderpd -dev
 
+# Static pattern rules below: as plain pattern rules the tools' catch-all
+# $(BUILD)/% won over them whenever an intermediate (.o, .tmp.o) was missing,
+# and gcc compiled bpf/*.bpf.c as userspace.
 # --- BPF -------------------------------------------------------------------
 $(BUILD)/bpf/%.tmp.o: bpf/%.bpf.c $(VMLINUX_H) | $(BUILD)/bpf
 	$(call msg,BPF,$@)
 	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Iinclude -Ibpf \
 		-include $(VMLINUX_H) -MMD -MP -c $< -o $@
 
-$(BUILD)/bpf/%.bpf.o: $(BUILD)/bpf/%.tmp.o
+$(BPF_OBJS): $(BUILD)/bpf/%.bpf.o: $(BUILD)/bpf/%.tmp.o
 	$(call msg,GEN-OBJ,$@)
 	$(Q)$(BPFTOOL) gen object $@ $<
 
-$(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
+$(BPF_SKELS): $(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
 	$(call msg,GEN-SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@
 
@@ -114,15 +117,15 @@ $(BUILD)/kderpd: $(BUILD)/user/main.o $(LIB)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ $(LDLIBS) -o $@
 
 .SECONDEXPANSION:
-$(BUILD)/%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard tools/$$*/*.c)) $(LIB)
+$(TOOLS): $(BUILD)/%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard tools/$$*/*.c)) $(LIB)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(UNIT_COMMON_OBJS) $(LIB)
+$(UNIT_BINS): $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(UNIT_COMMON_OBJS) $(LIB)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ $(TEST_LDLIBS) -o $@
 
-$(BUILD)/tests/integ/%: $(BUILD)/tests/integ/%.o $(INTEG_COMMON_OBJS) $(LIB)
+$(INTEG_BINS): $(BUILD)/tests/integ/%: $(BUILD)/tests/integ/%.o $(INTEG_COMMON_OBJS) $(LIB)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ $(TEST_LDLIBS) -o $@
 
@@ -154,7 +157,7 @@ $(FUZZ_BUILD)/%.o: %.c | $(BPF_SKELS)
 	$(call msg,CC-FUZZ,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) -c $< -o $@
 
-$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJS)
+$(FUZZ_BINS): $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJS)
 	$(call msg,LD-FUZZ,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
 
@@ -170,4 +173,5 @@ bench: all
 clean:
 	rm -rf build
 
+%.d: ;
 -include $(shell find build -name '*.d' 2>/dev/null)

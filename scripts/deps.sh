@@ -3,7 +3,7 @@
 # root it uses apt-get directly, otherwise sudo.
 set -eu
 pkgs=(build-essential clang llvm pkg-config make
-      libbpf-dev libxdp-dev bpftool xdp-tools libelf-dev zlib1g-dev
+      libbpf-dev libxdp-dev bpftool xdp-tools ethtool libelf-dev zlib1g-dev
       libssl-dev openssl libsodium-dev libcmocka-dev libclang-rt-14-dev
       iproute2 procps gnuplot-nox busybox-static qemu-system-x86 cpio xz-utils kmod)
 missing=()

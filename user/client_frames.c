@@ -109,7 +109,7 @@ int kd_client_parse_http_response(const char *buf, size_t len, int *status, size
 	if (len == 0)
 		return -EAGAIN;
 	size_t cmp = len < sizeof(pfx) - 1 ? len : sizeof(pfx) - 1;
-	if (memcmp(buf, pfx, cmp) != 0)
+	if (cmp && memcmp(buf, pfx, cmp) != 0) /* buf may be NULL when len is 0 */
 		return -EBADMSG;
 	for (size_t i = 0; i + 3 < len; i++) {
 		if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n') {

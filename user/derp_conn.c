@@ -1,0 +1,546 @@
+// SPDX-License-Identifier: MIT
+/* DERP semantics of one connection (spec §5–§7): the handshake, one
+ * handler per frame type, routing SendPacket to the destination's queue and
+ * the cross-worker hand-off. */
+#include <errno.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clientinfo.h"
+#include "derp_crypto.h"
+#include "server_internal.h"
+
+/* --- packets and queues --- */
+
+struct kd_pkt *kd_pkt_frame(uint8_t type, const void *p1, size_t n1, const void *p2, size_t n2)
+{
+	struct kd_pkt *p = malloc(sizeof(*p) + DERP_FRAME_HDR_LEN + n1 + n2);
+
+	if (!p)
+		return NULL;
+	p->len = (uint32_t)(DERP_FRAME_HDR_LEN + n1 + n2);
+	p->kind = DERP_KIND_OTHER;
+	p->enq_ms = 0;
+	derp_hdr_put((struct derp_frame_hdr *)p->frame, type, (uint32_t)(n1 + n2));
+	if (n1)
+		memcpy(p->frame + DERP_FRAME_HDR_LEN, p1, n1);
+	if (n2)
+		memcpy(p->frame + DERP_FRAME_HDR_LEN + n1, p2, n2);
+	return p;
+}
+
+void kd_count_drop(struct kd_worker *w, enum derp_drop_reason r, const struct kd_pkt *p)
+{
+	size_t n = p->len >= sizeof(struct derp_packet_hdr) ? p->len - sizeof(struct derp_packet_hdr) : 0;
+
+	w->ctr.dropped[r][p->kind]++;
+	w->ctr.bytes_dropped[r][p->kind] += n;
+}
+
+void kd_pktq_drain(struct kd_conn *c, enum derp_drop_reason r)
+{
+	for (int k = 0; k < DERP_KIND_MAX; k++) {
+		struct kd_pktq *q = &c->q[k];
+		while (q->len) {
+			struct kd_pkt *p = q->ring[q->head];
+			q->head = (q->head + 1) % q->cap;
+			q->len--;
+			kd_count_drop(c->w, r, p);
+			free(p);
+		}
+	}
+}
+
+static bool is_disco(const uint8_t *pkt, size_t len)
+{
+	return len >= DERP_DISCO_MIN_LEN && memcmp(pkt, DERP_DISCO_MAGIC, DERP_DISCO_MAGIC_LEN) == 0;
+}
+
+/* Enqueue on the owner worker of d; head drop when full (spec §7.4). */
+void kd_derp_deliver(struct kd_conn *d, struct kd_pkt *p)
+{
+	struct kd_worker *w = d->w;
+
+	if (d->state != KD_CONN_ACTIVE) {
+		kd_count_drop(w, DERP_DROP_GONE_DISCONNECTED, p);
+		free(p);
+		return;
+	}
+	const uint8_t *src = p->frame + DERP_FRAME_HDR_LEN;
+	if (!kd_keymap_get(&d->saw_src, src)) {
+		if (kd_keymap_put(&d->saw_src, src, (void *)1) == 0)
+			kd_registry_subscribe(d, src);
+	}
+	struct kd_pktq *q = &d->q[p->kind];
+	if (!q->ring) {
+		q->ring = calloc(q->cap, sizeof(*q->ring));
+		if (!q->ring) {
+			kd_count_drop(w, DERP_DROP_QUEUE_TAIL, p);
+			free(p);
+			return;
+		}
+	}
+	if (q->len == q->cap && !d->want_write) {
+		/* one read pass can carry hundreds of frames for one destination:
+		 * write the full queue out before dropping anything from it */
+		kd_conn_flush(d);
+		if (d->state != KD_CONN_ACTIVE) {
+			kd_count_drop(w, DERP_DROP_GONE_DISCONNECTED, p);
+			free(p);
+			return;
+		}
+	}
+	if (q->len == q->cap) {
+		struct kd_pkt *old = q->ring[q->head];
+		q->head = (q->head + 1) % q->cap;
+		q->len--;
+		kd_count_drop(w, DERP_DROP_QUEUE_HEAD, old);
+		free(old);
+	}
+	p->enq_ms = kd_loop_now(w->loop);
+	q->ring[(q->head + q->len) % q->cap] = p;
+	q->len++;
+	kd_conn_mark_dirty(d);
+}
+
+/* --- cross-worker messages --- */
+
+static int msgvec_push(struct kd_msgvec *v, struct kd_msg m)
+{
+	if (v->len == v->cap) {
+		size_t cap = v->cap ? v->cap * 2 : 64;
+		struct kd_msg *n = realloc(v->v, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		v->v = n;
+		v->cap = cap;
+	}
+	v->v[v->len++] = m;
+	return 0;
+}
+
+static void handle_msg(struct kd_worker *w, struct kd_msg *m)
+{
+	struct kd_conn *d = m->dst;
+
+	switch (m->op) {
+	case KD_MSG_PACKET:
+		kd_derp_deliver(d, m->pkt);
+		break;
+	case KD_MSG_PEER_GONE:
+		if (d->state == KD_CONN_ACTIVE) {
+			/* a later packet from the same source subscribes again */
+			kd_keymap_del(&d->saw_src, m->pkt->frame + DERP_FRAME_HDR_LEN);
+		}
+		/* fallthrough */
+	case KD_MSG_CTRL:
+		if (d->state == KD_CONN_ACTIVE) {
+			if (m->pkt->frame[0] == DERP_FRAME_PEER_GONE) {
+				if (m->pkt->frame[DERP_FRAME_HDR_LEN + DERP_KEY_LEN] == DERP_PEER_GONE_NOT_HERE)
+					w->ctr.peer_gone_not_here_frames++;
+				else
+					w->ctr.peer_gone_disconnected_frames++;
+			}
+			kd_conn_ctrl_append(d, m->pkt->frame, m->pkt->len);
+		}
+		free(m->pkt);
+		break;
+	case KD_MSG_CLOSE:
+		kd_conn_close(d, "closed by mesh peer (ClosePeer)");
+		break;
+	}
+	kd_conn_unref(d);
+}
+
+/* Queues a message for dst's worker, or handles it now when dst is ours.
+ * Takes a reference on dst for the trip. */
+void kd_worker_post(struct kd_worker *from, struct kd_conn *dst, struct kd_pkt *p, enum kd_msg_op op)
+{
+	struct kd_msg m = {.dst = dst, .pkt = p, .op = (uint8_t)op};
+
+	kd_conn_ref(dst);
+	if (from && dst->w == from) {
+		handle_msg(from, &m);
+		return;
+	}
+	if (!from) {
+		/* not on a worker thread (registry callbacks from tests/admin) */
+		struct kd_worker *to = dst->w;
+		pthread_mutex_lock(&to->inbox_lock);
+		int err = msgvec_push(&to->inbox, m);
+		pthread_mutex_unlock(&to->inbox_lock);
+		if (err) {
+			free(p);
+			kd_conn_unref(dst);
+			return;
+		}
+		kd_loop_wake(to->loop);
+		return;
+	}
+	if (msgvec_push(&from->outbox[dst->w->idx], m) != 0) {
+		if (op == KD_MSG_PACKET)
+			kd_count_drop(from, DERP_DROP_QUEUE_TAIL, p);
+		free(p);
+		kd_conn_unref(dst);
+	}
+}
+
+/* Moves this pass's messages to their workers: one lock and at most one
+ * wake-up per destination worker per loop pass. */
+void kd_worker_send_outbox(struct kd_worker *w)
+{
+	struct kd_server *s = w->srv;
+
+	for (int i = 0; i < s->nworkers; i++) {
+		struct kd_msgvec *ob = &w->outbox[i];
+		if (!ob->len)
+			continue;
+		struct kd_worker *to = &s->workers[i];
+		bool was_empty;
+		pthread_mutex_lock(&to->inbox_lock);
+		was_empty = to->inbox.len == 0;
+		if (was_empty && to->inbox.cap < ob->cap) {
+			/* swap whole vectors: no copy on the common path */
+			struct kd_msgvec tmp = to->inbox;
+			to->inbox = *ob;
+			*ob = tmp;
+			ob->len = 0;
+		} else {
+			for (size_t k = 0; k < ob->len; k++) {
+				if (msgvec_push(&to->inbox, ob->v[k]) != 0) {
+					/* cannot happen short of OOM: drop and release */
+					if (ob->v[k].op == KD_MSG_PACKET)
+						kd_count_drop(w, DERP_DROP_QUEUE_TAIL, ob->v[k].pkt);
+					free(ob->v[k].pkt);
+					kd_conn_unref(ob->v[k].dst);
+				}
+			}
+			ob->len = 0;
+		}
+		pthread_mutex_unlock(&to->inbox_lock);
+		if (was_empty)
+			kd_loop_wake(to->loop);
+	}
+}
+
+void kd_worker_drain_inbox(void *arg)
+{
+	struct kd_worker *w = arg;
+
+	for (;;) {
+		pthread_mutex_lock(&w->inbox_lock);
+		struct kd_msgvec v = w->inbox;
+		w->inbox = w->inbox_spare;
+		w->inbox.len = 0;
+		pthread_mutex_unlock(&w->inbox_lock);
+		if (!v.len) {
+			w->inbox_spare = v;
+			return;
+		}
+		for (size_t i = 0; i < v.len; i++)
+			handle_msg(w, &v.v[i]);
+		v.len = 0;
+		w->inbox_spare = v;
+	}
+}
+
+/* --- handshake (spec §5) --- */
+
+int kd_derp_on_upgrade(struct kd_conn *c)
+{
+	struct kd_server *s = c->srv;
+	uint8_t payload[DERP_SERVER_KEY_PAYLOAD];
+
+	c->w->ctr.accepts++;
+	memcpy(payload, DERP_MAGIC, DERP_MAGIC_LEN);
+	memcpy(payload + DERP_MAGIC_LEN, s->cfg.keys.pub, DERP_KEY_LEN);
+	c->state = KD_CONN_WAIT_CLIENT_INFO;
+	kd_timer_arm(c->w->loop, &c->deadline, kd_loop_now(c->w->loop) + s->cfg.handshake_timeout_ms);
+	return kd_conn_ctrl_frame(c, DERP_FRAME_SERVER_KEY, payload, sizeof(payload), NULL, 0);
+}
+
+static void hs_fail(struct kd_conn *c, enum kd_hs_error e, const char *why)
+{
+	c->w->ctr.handshake_errors[e]++;
+	kd_conn_close(c, why);
+}
+
+static int on_client_info(struct kd_conn *c, const uint8_t *p, uint32_t len)
+{
+	struct kd_server *s = c->srv;
+	char msg[128];
+
+	if (len < DERP_MIN_CLIENT_INFO + DERP_MAC_LEN) {
+		hs_fail(c, KD_HS_SHORT_CLIENT_INFO, "receive client key: short client info");
+		return -1;
+	}
+	if (sodium_is_zero(p, DERP_KEY_LEN)) {
+		hs_fail(c, KD_HS_ZERO_KEY, "receive client key: zero client key");
+		return -1;
+	}
+	size_t plain_len = len - DERP_KEY_LEN - KD_BOX_OVERHEAD;
+	uint8_t *plain = malloc(plain_len + 1);
+	if (!plain) {
+		kd_conn_close(c, "out of memory");
+		return -1;
+	}
+	if (kd_box_open(plain, plain_len, p + DERP_KEY_LEN, len - DERP_KEY_LEN, p, s->cfg.keys.priv) != 0) {
+		char nk[KD_NODEKEY_STR_LEN];
+		kd_key_nodekey_str(nk, p);
+		snprintf(msg, sizeof(msg), "receive client key: msgbox: cannot open len=%u with client key %.20s…",
+			 len, nk);
+		free(plain);
+		hs_fail(c, KD_HS_BOX_OPEN, msg);
+		return -1;
+	}
+	struct kd_client_info ci;
+	int err = kd_client_info_parse(plain, plain_len, &ci);
+	free(plain);
+	if (err) {
+		hs_fail(c, KD_HS_BAD_JSON, "receive client key: msg: invalid ClientInfo JSON");
+		return -1;
+	}
+	memcpy(c->key, p, DERP_KEY_LEN);
+	c->can_ack_pings = ci.can_ack_pings;
+	c->is_prober = ci.is_prober;
+	c->can_mesh = ci.has_mesh_key && s->cfg.has_mesh_key &&
+		      sodium_memcmp(ci.mesh_key, s->cfg.mesh_key, DERP_KEY_LEN) == 0;
+	sodium_memzero(&ci.mesh_key, sizeof(ci.mesh_key));
+
+	/* registered before ServerInfo so packets sent to it right away are kept */
+	if (kd_registry_add(c) != 0) {
+		kd_conn_close(c, "register failed");
+		return -1;
+	}
+	c->state = KD_CONN_ACTIVE;
+	kd_timer_disarm(c->w->loop, &c->deadline);
+
+	static const char info[] = "{\"version\":2}";
+	uint8_t sealed[sizeof(info) - 1 + KD_BOX_OVERHEAD];
+	if (kd_box_seal(sealed, sizeof(sealed), (const uint8_t *)info, sizeof(info) - 1, c->key,
+			s->cfg.keys.priv) != 0) {
+		kd_conn_close(c, "seal server info failed");
+		return -1;
+	}
+	kd_conn_ctrl_frame(c, DERP_FRAME_SERVER_INFO, sealed, sizeof(sealed), NULL, 0);
+
+	c->keepalive_jitter_ms = randombytes_uniform(5000);
+	kd_timer_arm(c->w->loop, &c->keepalive,
+		     kd_loop_now(c->w->loop) + s->cfg.keepalive_ms + c->keepalive_jitter_ms);
+	return 0;
+}
+
+void kd_conn_on_keepalive(struct kd_timer *t)
+{
+	struct kd_conn *c = (struct kd_conn *)((char *)t - offsetof(struct kd_conn, keepalive));
+
+	if (c->state != KD_CONN_ACTIVE)
+		return;
+	c->w->ctr.keepalives_sent++;
+	kd_conn_ctrl_frame(c, DERP_FRAME_KEEP_ALIVE, NULL, 0, NULL, 0);
+	/* a fixed period, not postponed by traffic (spec §6.6) */
+	kd_timer_arm(c->w->loop, &c->keepalive,
+		     kd_loop_now(c->w->loop) + c->srv->cfg.keepalive_ms + c->keepalive_jitter_ms);
+}
+
+/* --- frames from an established client --- */
+
+static void send_not_here(struct kd_conn *c, const uint8_t dst[static DERP_KEY_LEN])
+{
+	uint64_t now = kd_loop_now(c->w->loop);
+	uint64_t add = (now - c->nothere_last_ms) / 1000;
+
+	if (add) {
+		c->nothere_tokens = (uint32_t)(c->nothere_tokens + add > 3 ? 3 : c->nothere_tokens + add);
+		c->nothere_last_ms += add * 1000;
+	}
+	if (!c->nothere_tokens)
+		return;
+	c->nothere_tokens--;
+	uint8_t reason = DERP_PEER_GONE_NOT_HERE;
+	c->w->ctr.peer_gone_not_here_frames++;
+	kd_conn_ctrl_frame(c, DERP_FRAME_PEER_GONE, dst, DERP_KEY_LEN, &reason, 1);
+}
+
+/* Routes one packet from src to dst (spec §7.3). from is the connection it
+ * arrived on: the sender for SendPacket, the mesh peer for ForwardPacket. */
+static void route_packet(struct kd_conn *from, const uint8_t *src, const uint8_t *dst, const uint8_t *data,
+			 size_t n, bool forwarded)
+{
+	struct kd_worker *w = from->w;
+	uint32_t nconns = 0;
+	bool disco = is_disco(data, n);
+	struct kd_conn *d = kd_registry_lookup(from->srv, dst, &nconns);
+
+	if (!d) {
+		enum derp_drop_reason r = nconns > 1 ? DERP_DROP_DUP_CLIENT
+				      : forwarded  ? DERP_DROP_UNKNOWN_DEST_ON_FWD
+						   : DERP_DROP_UNKNOWN_DEST;
+		w->ctr.dropped[r][disco ? DERP_KIND_DISCO : DERP_KIND_OTHER]++;
+		w->ctr.bytes_dropped[r][disco ? DERP_KIND_DISCO : DERP_KIND_OTHER] += n;
+		if (disco && nconns <= 1)
+			send_not_here(from, dst);
+		return;
+	}
+	struct kd_pkt *p = kd_pkt_frame(DERP_FRAME_RECV_PACKET, src, DERP_KEY_LEN, data, n);
+	if (!p) {
+		w->ctr.dropped[DERP_DROP_QUEUE_TAIL][disco ? DERP_KIND_DISCO : DERP_KIND_OTHER]++;
+		kd_conn_unref(d);
+		return;
+	}
+	p->kind = disco ? DERP_KIND_DISCO : DERP_KIND_OTHER;
+	kd_worker_post(w, d, p, KD_MSG_PACKET);
+	kd_conn_unref(d); /* the lookup's reference; the post took its own */
+}
+
+static int on_note_preferred(struct kd_conn *c, const uint8_t *p)
+{
+	bool pref = p[0] != 0;
+	struct kd_server *s = c->srv;
+
+	if (pref == c->preferred)
+		return 0;
+	c->preferred = pref;
+	__atomic_add_fetch(&s->g_home, pref ? 1 : -1, __ATOMIC_RELAXED);
+	if (kd_loop_now(c->w->loop) - c->connected_ms > 5000) {
+		if (pref)
+			c->w->ctr.home_moves_in++;
+		else
+			c->w->ctr.home_moves_out++;
+	}
+	return 0;
+}
+
+static int handle_frame(struct kd_conn *c, uint8_t type, const uint8_t *p, uint32_t len)
+{
+	struct kd_counters *ctr = &c->w->ctr;
+
+	if (c->is_dup)
+		kd_registry_note_activity(c);
+	switch (type) {
+	case DERP_FRAME_SEND_PACKET: {
+		size_t n = len - DERP_KEY_LEN;
+		const uint8_t *data = p + DERP_KEY_LEN;
+		bool disco = is_disco(data, n);
+		ctr->packets_received++;
+		ctr->bytes_received += n;
+		ctr->packets_received_kind[disco ? DERP_KIND_DISCO : DERP_KIND_OTHER]++;
+		route_packet(c, c->key, p, data, n, false);
+		return 0;
+	}
+	case DERP_FRAME_FORWARD_PACKET: {
+		if (!c->can_mesh)
+			return kd_conn_close(c, "ForwardPacket: insufficient permissions"), -1;
+		ctr->packets_forwarded_in++;
+		route_packet(c, p, p + DERP_KEY_LEN, p + 2 * DERP_KEY_LEN, len - 2 * DERP_KEY_LEN, true);
+		return 0;
+	}
+	case DERP_FRAME_NOTE_PREFERRED:
+		return on_note_preferred(c, p);
+	case DERP_FRAME_PING:
+		ctr->got_ping++;
+		/* one pending pong at a time; pings beyond it get none (spec §6.13) */
+		if (c->pong_pending)
+			return 0;
+		c->pong_pending = true;
+		memcpy(c->pong_data, p, DERP_PING_LEN);
+		ctr->sent_pong++;
+		kd_conn_ctrl_frame(c, DERP_FRAME_PONG, p, DERP_PING_LEN, NULL, 0);
+		return 0;
+	case DERP_FRAME_WATCH_CONNS:
+		if (!c->can_mesh)
+			return kd_conn_close(c, "WatchConns: insufficient permissions"), -1;
+		kd_registry_watch(c);
+		return 0;
+	case DERP_FRAME_CLOSE_PEER:
+		if (!c->can_mesh)
+			return kd_conn_close(c, "ClosePeer: insufficient permissions"), -1;
+		kd_registry_close_peer(c, p);
+		return 0;
+	default:
+		/* Pong, KeepAlive, a second ClientInfo, future types: skipped */
+		ctr->unknown_frames++;
+		return 0;
+	}
+}
+
+/* The reference's input limits (spec §4.3); NULL when flen is acceptable. */
+static const char *frame_len_error(uint8_t type, uint32_t flen)
+{
+	switch (type) {
+	case DERP_FRAME_SEND_PACKET:
+		return flen < DERP_KEY_LEN || flen - DERP_KEY_LEN > DERP_MAX_PACKET ? "SendPacket of bad length" : NULL;
+	case DERP_FRAME_FORWARD_PACKET:
+		return flen < 2 * DERP_KEY_LEN || flen - 2 * DERP_KEY_LEN > DERP_MAX_PACKET
+			       ? "ForwardPacket of bad length"
+			       : NULL;
+	case DERP_FRAME_NOTE_PREFERRED:
+		return flen != 1 ? "NotePreferred of bad length" : NULL;
+	case DERP_FRAME_PING:
+		return flen < DERP_PING_LEN || flen > DERP_MAX_PING ? "Ping of bad length" : NULL;
+	case DERP_FRAME_WATCH_CONNS:
+		return flen != 0 ? "WatchConns of bad length" : NULL;
+	case DERP_FRAME_CLOSE_PEER:
+		return flen != DERP_KEY_LEN ? "ClosePeer of bad length" : NULL;
+	default:
+		/* kderp deviation (spec §13.5): unknown frames are capped */
+		return flen > DERP_MAX_UNKNOWN_FRAME ? "unknown frame over 1 MiB" : NULL;
+	}
+}
+
+ssize_t kd_derp_process(struct kd_conn *c, const uint8_t *buf, size_t len)
+{
+	size_t off = 0;
+
+	if (c->skip) {
+		size_t k = len < c->skip ? len : c->skip;
+		c->skip -= (uint32_t)k;
+		off += k;
+	}
+	while (c->state == KD_CONN_WAIT_CLIENT_INFO || c->state == KD_CONN_ACTIVE) {
+		if (len - off < DERP_FRAME_HDR_LEN)
+			break;
+		const struct derp_frame_hdr *h = (const void *)(buf + off);
+		uint32_t flen = derp_hdr_len(h);
+		if (c->state == KD_CONN_WAIT_CLIENT_INFO) {
+			if (h->type != DERP_FRAME_CLIENT_INFO) {
+				char msg[80];
+				snprintf(msg, sizeof(msg), "receive client key: bad frame type 0x%x, want 0x2", h->type);
+				hs_fail(c, KD_HS_BAD_FRAME_TYPE, msg);
+				return -1;
+			}
+			if (flen > DERP_MAX_CLIENT_INFO) {
+				hs_fail(c, KD_HS_LONG_CLIENT_INFO, "receive client key: long client info");
+				return -1;
+			}
+		} else {
+			/* lengths are checked on the header, before buffering a payload */
+			const char *bad = frame_len_error(h->type, flen);
+			if (bad) {
+				kd_conn_close(c, bad);
+				return -1;
+			}
+			if (flen > DERP_KEY_LEN * 2 + DERP_MAX_PACKET) {
+				/* a large unknown frame is discarded without buffering it */
+				c->w->ctr.unknown_frames++;
+				size_t have = len - off - DERP_FRAME_HDR_LEN;
+				if (have >= flen) {
+					off += DERP_FRAME_HDR_LEN + flen;
+					continue;
+				}
+				c->skip = (uint32_t)(flen - have);
+				return (ssize_t)len;
+			}
+		}
+		if (len - off - DERP_FRAME_HDR_LEN < flen)
+			break;
+		const uint8_t *payload = buf + off + DERP_FRAME_HDR_LEN;
+		off += DERP_FRAME_HDR_LEN + flen;
+		int r = c->state == KD_CONN_WAIT_CLIENT_INFO ? on_client_info(c, payload, flen)
+							     : handle_frame(c, h->type, payload, flen);
+		if (r < 0 || c->state == KD_CONN_CLOSED)
+			return -1;
+	}
+	return (ssize_t)off;
+}

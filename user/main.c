@@ -1,0 +1,349 @@
+// SPDX-License-Identifier: MIT
+/* kderpd: flags named like Tailscale's derper, so a unit file can swap one
+ * for the other. Flags for features kderp does not have yet are accepted by
+ * the parser but refused at startup with a clear message, never ignored. */
+#include <errno.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "flags.h"
+#include "http.h"
+#include "keyfile.h"
+#include "log.h"
+#include "loop.h"
+#include "server.h"
+#include "server_internal.h"
+#include "stun_server.h"
+#include "tls.h"
+
+
+struct opts {
+	bool dev, version, derp, stun, verbose, verify_clients, ace;
+	const char *addr, *key_file, *hostname, *certmode, *certdir, *home, *mesh_psk_file, *mesh_with;
+	const char *verify_client_url, *rate_config, *stun_xdp, *offload, *bootstrap_dns, *unpub_dns;
+	const char *secrets_url;
+	int http_port, stun_port, workers, accept_burst, queue_depth;
+	double accept_limit;
+	unsigned tcp_keepalive_ms, tcp_user_timeout_ms, tcp_write_timeout_ms;
+};
+
+static struct opts g_opts = {
+	.derp = true,
+	.stun = true,
+	.addr = ":443",
+	.key_file = "",
+	.hostname = "derp.tailscale.com",
+	.certmode = "letsencrypt",
+	.certdir = "",
+	.home = "",
+	.mesh_psk_file = "",
+	.mesh_with = "",
+	.verify_client_url = "",
+	.rate_config = "",
+	.stun_xdp = "",
+	.offload = "off",
+	.bootstrap_dns = "",
+	.unpub_dns = "",
+	.secrets_url = "",
+	.http_port = 80,
+	.stun_port = 3478,
+	.accept_burst = 0,
+	.queue_depth = 32,
+	.accept_limit = 0,
+	.tcp_keepalive_ms = 600000,
+	.tcp_user_timeout_ms = 15000,
+	.tcp_write_timeout_ms = 2000,
+};
+
+static struct kd_flag g_flags[] = {
+	{"dev", KD_FLAG_BOOL, &g_opts.dev, "run in localhost development mode (plain HTTP on 127.0.0.1:3340, ephemeral key)", false},
+	{"version", KD_FLAG_BOOL, &g_opts.version, "print version and exit", false},
+	{"a", KD_FLAG_STRING, &g_opts.addr, "server HTTP/HTTPS listen address, in form \":port\", \"ip:port\" or \"[ip]:port\"", false},
+	{"c", KD_FLAG_STRING, &g_opts.key_file, "config file path (server private key)", false},
+	{"hostname", KD_FLAG_STRING, &g_opts.hostname, "TLS host name", false},
+	{"certmode", KD_FLAG_STRING, &g_opts.certmode, "mode for getting a cert: manual, or kderp's dev (in-memory self-signed); no ACME", false},
+	{"certdir", KD_FLAG_STRING, &g_opts.certdir, "directory of <hostname>.crt and <hostname>.key for -certmode=manual", false},
+	{"http-port", KD_FLAG_INT, &g_opts.http_port, "plaintext port for /generate_204 and redirects when TLS is served; -1 disables", false},
+	{"stun", KD_FLAG_BOOL, &g_opts.stun, "whether to run a STUN server", false},
+	{"stun-port", KD_FLAG_INT, &g_opts.stun_port, "UDP port of the STUN server", false},
+	{"derp", KD_FLAG_BOOL, &g_opts.derp, "whether to serve /derp (false keeps STUN and probes during decommissioning)", false},
+	{"home", KD_FLAG_STRING, &g_opts.home, "home page: \"\" default, \"blank\", or an http(s) URL to redirect to", false},
+	{"mesh-psk-file", KD_FLAG_STRING, &g_opts.mesh_psk_file, "file with the 64-hex-digit mesh key", false},
+	{"mesh-with", KD_FLAG_STRING, &g_opts.mesh_with, "comma-separated mesh peers (not supported yet)", false},
+	{"secrets-url", KD_FLAG_STRING, &g_opts.secrets_url, "setec secrets service (not supported)", false},
+	{"verify-clients", KD_FLAG_BOOL, &g_opts.verify_clients, "admission via local tailscaled (not supported yet)", false},
+	{"verify-client-url", KD_FLAG_STRING, &g_opts.verify_client_url, "admission webhook URL (not supported yet)", false},
+	{"rate-config", KD_FLAG_STRING, &g_opts.rate_config, "per-client rate limit JSON (not supported yet)", false},
+	{"accept-connection-limit", KD_FLAG_DOUBLE, &g_opts.accept_limit, "rate of accepted connections per second (token bucket); 0 = unlimited", false},
+	{"accept-connection-burst", KD_FLAG_INT, &g_opts.accept_burst, "burst of the accept token bucket", false},
+	{"tcp-keepalive-time", KD_FLAG_DURATION_MS, &g_opts.tcp_keepalive_ms, "TCP keepalive idle time", false},
+	{"tcp-user-timeout", KD_FLAG_DURATION_MS, &g_opts.tcp_user_timeout_ms, "TCP_USER_TIMEOUT", false},
+	{"tcp-write-timeout", KD_FLAG_DURATION_MS, &g_opts.tcp_write_timeout_ms, "write deadline for non-mesh clients; 0 = none", false},
+	{"bootstrap-dns-names", KD_FLAG_STRING, &g_opts.bootstrap_dns, "bootstrap DNS names (not supported)", false},
+	{"unpublished-bootstrap-dns-names", KD_FLAG_STRING, &g_opts.unpub_dns, "unpublished bootstrap DNS names (not supported)", false},
+	{"ace", KD_FLAG_BOOL, &g_opts.ace, "CONNECT proxy (not supported)", false},
+	{"workers", KD_FLAG_INT, &g_opts.workers, "kderp: worker threads, 0 = one per core", false},
+	{"queue-depth", KD_FLAG_INT, &g_opts.queue_depth, "kderp: per-client send queue depth (each of ordinary and disco)", false},
+	{"stun-xdp", KD_FLAG_STRING, &g_opts.stun_xdp, "kderp: interface for the XDP STUN responder (not supported yet)", false},
+	{"offload", KD_FLAG_STRING, &g_opts.offload, "kderp: off|sockmap|auto kernel offload of plain-TCP flows (only off so far)", false},
+	{"verbose", KD_FLAG_BOOL, &g_opts.verbose, "kderp: debug logging", false},
+};
+#define NFLAGS (sizeof(g_flags) / sizeof(g_flags[0]))
+
+static bool flag_set(const char *name)
+{
+	for (size_t i = 0; i < NFLAGS; i++)
+		if (!strcmp(g_flags[i].name, name))
+			return g_flags[i].set;
+	return false;
+}
+
+/* A flag whose feature is missing must not look like it works. */
+static int refuse_unsupported(void)
+{
+	static const char *const missing[] = {"mesh-with", "secrets-url", "verify-clients", "verify-client-url",
+					      "rate-config", "bootstrap-dns-names",
+					      "unpublished-bootstrap-dns-names", "ace", "stun-xdp"};
+	for (size_t i = 0; i < sizeof(missing) / sizeof(missing[0]); i++) {
+		for (size_t k = 0; k < NFLAGS; k++) {
+			if (strcmp(g_flags[k].name, missing[i]) || !g_flags[k].set)
+				continue;
+			if (g_flags[k].type == KD_FLAG_BOOL && !*(bool *)g_flags[k].ptr)
+				continue;
+			if (g_flags[k].type == KD_FLAG_STRING && !**(const char **)g_flags[k].ptr)
+				continue;
+			pr_err("-%s is not supported by this kderpd yet; refusing to start rather than ignore it",
+			       missing[i]);
+			return -ENOTSUP;
+		}
+	}
+	if (strcmp(g_opts.offload, "off") != 0) {
+		pr_err("-offload=%s: only -offload=off is available in this build", g_opts.offload);
+		return -ENOTSUP;
+	}
+	return 0;
+}
+
+static int load_identity(struct kd_server_config *cfg)
+{
+	if (g_opts.dev) {
+		/* dev mode: a fresh key every start, never written (spec §2.4) */
+		return kd_keypair_generate(&cfg->keys);
+	}
+	const char *path = g_opts.key_file;
+	if (!*path) {
+		if (geteuid() != 0) {
+			pr_err("-c <config path> not specified");
+			return -EINVAL;
+		}
+		path = "/var/lib/derper/derper.key";
+	}
+	return kd_keyfile_load_or_create(path, &cfg->keys);
+}
+
+static int load_mesh_key(struct kd_server_config *cfg)
+{
+	if (g_opts.dev) {
+		const char *env = getenv("TAILSCALE_DERPER_MESH_KEY");
+		if (!env || !*env)
+			return 0;
+		if (kd_meshkey_parse(env, strlen(env), cfg->mesh_key) != 0) {
+			pr_err("invalid mesh key in TAILSCALE_DERPER_MESH_KEY");
+			return -EINVAL;
+		}
+		cfg->has_mesh_key = true;
+		return 0;
+	}
+	if (!*g_opts.mesh_psk_file)
+		return 0;
+	if (kd_meshkey_load(g_opts.mesh_psk_file, cfg->mesh_key) != 0) {
+		pr_err("invalid mesh key in %s", g_opts.mesh_psk_file);
+		return -EINVAL;
+	}
+	cfg->has_mesh_key = !sodium_is_zero(cfg->mesh_key, sizeof(cfg->mesh_key));
+	return 0;
+}
+
+/* Spec §3.1: TLS iff the port is 443/https or -certmode=manual. */
+static bool serves_tls(const char *addr)
+{
+	const char *colon = strrchr(addr, ':');
+	const char *port = colon ? colon + 1 : "";
+
+	return !strcmp(g_opts.certmode, "manual") || !strcmp(port, "443") || !strcmp(port, "https");
+}
+
+static void host_of(const char *addr, char *out, size_t cap)
+{
+	const char *colon = strrchr(addr, ':');
+	size_t n = colon ? (size_t)(colon - addr) : 0;
+
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(out, addr, n);
+	out[n] = '\0';
+}
+
+static int stun_metrics(void *arg, char *out, size_t cap)
+{
+	return kd_stun_server_metrics(arg, out, cap);
+}
+
+int main(int argc, char **argv)
+{
+	struct kd_server_config cfg;
+	struct kd_server *srv = NULL;
+	struct kd_stun_server *stun = NULL;
+	int err;
+
+	kd_server_config_defaults(&cfg);
+	if (kd_flags_parse(g_flags, NFLAGS, argc, argv) != 0) {
+		kd_flags_usage(g_flags, NFLAGS, argv[0]);
+		return 2;
+	}
+	if (g_opts.version) {
+		printf("kderpd %s\n", KDERP_VERSION);
+		return 0;
+	}
+	if (g_opts.verbose)
+		kd_log_set_level(KD_LOG_DEBUG);
+	if (sodium_init() < 0) {
+		pr_err("libsodium init failed");
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	if (refuse_unsupported() != 0)
+		return 2;
+	/* kderp deviation: -dev binds loopback only (derper binds :3340 on
+	 * every interface); pass -a to choose otherwise */
+	if (g_opts.dev && !flag_set("a"))
+		g_opts.addr = "127.0.0.1:3340";
+	/* kderp: -certmode=dev serves TLS with an in-memory self-signed
+	 * certificate for -hostname (for tests and trials; clients need
+	 * InsecureForTests or the printed CertName pin) */
+	bool tls = !strcmp(g_opts.certmode, "dev") || (!g_opts.dev && serves_tls(g_opts.addr));
+	if (tls && strcmp(g_opts.certmode, "manual") && strcmp(g_opts.certmode, "dev")) {
+		pr_err("-certmode=%s: kderpd has no ACME client; use -certmode=manual with -certdir "
+		       "(an IP -hostname gets a generated self-signed certificate), or a port other than 443 "
+		       "for plain HTTP", g_opts.certmode);
+		return 2;
+	}
+	if (tls && !strcmp(g_opts.certmode, "manual") && !*g_opts.certdir) {
+		pr_err("-certdir is required with -certmode=manual");
+		return 2;
+	}
+	if (tls) {
+		cfg.certmode = g_opts.certmode;
+		cfg.certdir = g_opts.certdir;
+		cfg.hostname = g_opts.hostname;
+		cfg.http_port = g_opts.http_port;
+	}
+
+	cfg.addr = g_opts.addr;
+	cfg.dev = g_opts.dev;
+	cfg.derp_enabled = g_opts.derp;
+	cfg.home = g_opts.home;
+	cfg.workers = g_opts.workers;
+	cfg.queue_depth = g_opts.queue_depth > 0 ? (uint32_t)g_opts.queue_depth : 32;
+	cfg.tcp_keepalive_s = g_opts.tcp_keepalive_ms / 1000;
+	cfg.tcp_user_timeout_ms = g_opts.tcp_user_timeout_ms;
+	cfg.write_timeout_ms = g_opts.tcp_write_timeout_ms;
+	cfg.accept_rate = g_opts.accept_limit;
+	cfg.accept_burst = g_opts.accept_burst > 0 ? (uint32_t)g_opts.accept_burst
+			   : g_opts.accept_limit > 0  ? (uint32_t)(g_opts.accept_limit < 1 ? 1 : g_opts.accept_limit)
+						      : 0;
+	if (kd_http_home_check(cfg.home) != 0) {
+		pr_err("unknown --home value %s", cfg.home);
+		return 2;
+	}
+	if (kd_http_debug_env_check() != 0)
+		return 2;
+	if (load_identity(&cfg) != 0 || load_mesh_key(&cfg) != 0)
+		return 1;
+
+	/* STUN first, like the reference, but a bind failure is fatal here */
+	char host[256];
+	host_of(g_opts.addr, host, sizeof(host));
+	if (g_opts.stun) {
+		stun = kd_stun_server_open(host, g_opts.stun_port);
+		if (!stun) {
+			pr_err("STUN server on %s:%d failed; run with -stun=false to go without", host,
+			       g_opts.stun_port);
+			return 1;
+		}
+	}
+
+	err = kd_server_new(&srv, &cfg);
+	if (err) {
+		kd_stun_server_close(stun);
+		return 1;
+	}
+	if (stun)
+		kd_server_set_extra_metrics(srv, stun_metrics, stun);
+
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	int sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+
+	err = kd_server_start(srv);
+	if (err) {
+		kd_server_free(srv);
+		kd_stun_server_close(stun);
+		return 1;
+	}
+	char pubhex[KD_KEY_HEX_LEN + 1];
+	kd_hex_encode(pubhex, cfg.keys.pub, DERP_KEY_LEN);
+	pr_info("kderpd %s: DERP server %s listening on %s (%s), %d workers", KDERP_VERSION, pubhex,
+		g_opts.addr, tls ? "TLS" : "plain HTTP", srv->nworkers);
+	if (kd_server_port80(srv) >= 0)
+		pr_info("plaintext HTTP (generate_204, redirects) on port %d", kd_server_port80(srv));
+	if (g_opts.dev) {
+		pr_info("dev mode: point a client at http://127.0.0.1:%d/derp — e.g. "
+			"`build/kderpctl probe http://127.0.0.1:%d/derp`, or tailscaled with "
+			"TS_DEBUG_USE_DERP_HTTP=1 and a DERP map node {\"HostName\":\"127.0.0.1\",\"DERPPort\":%d}",
+			kd_server_port(srv), kd_server_port(srv), kd_server_port(srv));
+	}
+
+	/* the main thread waits for signals and answers STUN */
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
+	epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
+	if (stun) {
+		ev.data.u32 = 1;
+		epoll_ctl(ep, EPOLL_CTL_ADD, kd_stun_server_fd(stun), &ev);
+	}
+	for (bool run = true; run;) {
+		struct epoll_event evs[4];
+		int n = epoll_wait(ep, evs, 4, -1);
+		for (int i = 0; i < n; i++) {
+			if (evs[i].data.u32 == 1) {
+				kd_stun_server_on_readable(stun);
+				continue;
+			}
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+				if (si.ssi_signo == SIGHUP) {
+					pr_info("SIGHUP: nothing to reload in this build");
+					continue;
+				}
+				pr_info("signal %u: sending Restarting to clients and shutting down", si.ssi_signo);
+				run = false;
+			}
+		}
+	}
+	kd_server_free(srv);
+	kd_stun_server_close(stun);
+	close(ep);
+	close(sfd);
+	return 0;
+}

@@ -1,0 +1,362 @@
+// SPDX-License-Identifier: MIT
+/* The client registry (spec §7.2): key -> live connections with one active,
+ * duplicate handling ("last writer is active"), PeerGone subscriptions
+ * (§7.6) and mesh watchers (§8.4). Everything here runs under reg_lock;
+ * frames for other connections leave as messages to their workers. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server_internal.h"
+
+static const char kHealthDup[] = "this node key is connected more than once to this DERP server; "
+				 "only the most recent sender receives packets";
+
+static int ptrvec_add(struct kd_conn ***v, uint32_t *n, uint32_t *cap, struct kd_conn *c)
+{
+	if (*n == *cap) {
+		uint32_t nc = *cap ? *cap * 2 : 4;
+		struct kd_conn **nv = realloc(*v, nc * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		*v = nv;
+		*cap = nc;
+	}
+	(*v)[(*n)++] = c;
+	return 0;
+}
+
+static bool ptrvec_del(struct kd_conn **v, uint32_t *n, struct kd_conn *c)
+{
+	for (uint32_t i = 0; i < *n; i++) {
+		if (v[i] == c) {
+			memmove(&v[i], &v[i + 1], (*n - i - 1) * sizeof(*v));
+			(*n)--;
+			return true;
+		}
+	}
+	return false;
+}
+
+static uint8_t present_flags(const struct kd_conn *c)
+{
+	uint8_t f = 0;
+	if (c->can_mesh)
+		f |= DERP_PEER_PRESENT_MESH_PEER;
+	if (c->is_prober)
+		f |= DERP_PEER_PRESENT_PROBER;
+	if (c->not_ideal)
+		f |= DERP_PEER_PRESENT_NOT_IDEAL;
+	return f ? f : DERP_PEER_PRESENT_REGULAR;
+}
+
+static struct kd_pkt *peer_present_frame(const struct kd_conn *c)
+{
+	uint8_t body[DERP_PEER_PRESENT_LEN] = {0};
+
+	memcpy(body, c->key, DERP_KEY_LEN);
+	if (c->peer.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)&c->peer;
+		body[DERP_KEY_LEN + 10] = 0xff;
+		body[DERP_KEY_LEN + 11] = 0xff;
+		memcpy(body + DERP_KEY_LEN + 12, &a->sin_addr, 4);
+		memcpy(body + DERP_KEY_LEN + 16, &a->sin_port, 2);
+	} else if (c->peer.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)&c->peer;
+		memcpy(body + DERP_KEY_LEN, &a->sin6_addr, 16);
+		memcpy(body + DERP_KEY_LEN + 16, &a->sin6_port, 2);
+	}
+	body[DERP_KEY_LEN + 18] = present_flags(c);
+	return kd_pkt_frame(DERP_FRAME_PEER_PRESENT, body, sizeof(body), NULL, 0);
+}
+
+static void post_frame(struct kd_conn *from, struct kd_conn *to, struct kd_pkt *p, enum kd_msg_op op)
+{
+	if (!p && op != KD_MSG_CLOSE)
+		return;
+	/* called with reg_lock held: a same-worker delivery would re-enter the
+	 * registry, so everything goes through the outbox/inbox */
+	struct kd_worker *w = from ? from->w : NULL;
+	if (w && to->w == w) {
+		struct kd_msg m = {.dst = to, .pkt = p, .op = (uint8_t)op};
+		kd_conn_ref(to);
+		struct kd_msgvec *ob = &w->outbox[w->idx];
+		if (ob->len == ob->cap) {
+			size_t cap = ob->cap ? ob->cap * 2 : 64;
+			struct kd_msg *nv = realloc(ob->v, cap * sizeof(*nv));
+			if (!nv) {
+				free(p);
+				kd_conn_unref(to);
+				return;
+			}
+			ob->v = nv;
+			ob->cap = cap;
+		}
+		ob->v[ob->len++] = m;
+		return;
+	}
+	kd_worker_post(w, to, p, op);
+}
+
+static void send_health(struct kd_conn *from, struct kd_conn *to, const char *text)
+{
+	post_frame(from, to, kd_pkt_frame(DERP_FRAME_HEALTH, text, strlen(text), NULL, 0), KD_MSG_CTRL);
+	from->w->ctr.health_frames++;
+}
+
+int kd_registry_add(struct kd_conn *c)
+{
+	struct kd_server *s = c->srv;
+	int err = 0;
+
+	pthread_rwlock_wrlock(&s->reg_lock);
+	struct kd_client_set *set = kd_keymap_get(&s->reg, c->key);
+	if (!set) {
+		set = calloc(1, sizeof(*set));
+		if (!set || kd_keymap_put(&s->reg, c->key, set) != 0) {
+			free(set);
+			err = -ENOMEM;
+			goto out;
+		}
+		__atomic_add_fetch(&s->g_clients, 1, __ATOMIC_RELAXED);
+	}
+	if (ptrvec_add(&set->conns, &set->n, &set->cap, c) != 0) {
+		err = -ENOMEM;
+		goto out;
+	}
+	kd_conn_ref(c); /* the registry's */
+	c->registered = true;
+	if (set->n == 2) {
+		__atomic_add_fetch(&s->g_dup_keys, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&s->g_dup_conns, 2, __ATOMIC_RELAXED);
+	} else if (set->n > 2) {
+		__atomic_add_fetch(&s->g_dup_conns, 1, __ATOMIC_RELAXED);
+	}
+	if (set->n >= 2) {
+		__atomic_add_fetch(&s->total_dup_client_conns, 1, __ATOMIC_RELAXED);
+		/* kderp tells duplicates why they may get nothing (spec §6.15) */
+		for (uint32_t i = 0; i < set->n; i++) {
+			if (!set->conns[i]->is_dup || set->conns[i] == c)
+				send_health(c, set->conns[i], kHealthDup);
+			set->conns[i]->is_dup = true;
+		}
+	}
+	set->active = c; /* the newest connection is active (spec §7.2 step 4) */
+	__atomic_add_fetch(&s->g_conns, 1, __ATOMIC_RELAXED);
+	if (c->not_ideal)
+		__atomic_add_fetch(&s->g_notideal, 1, __ATOMIC_RELAXED);
+	for (uint32_t i = 0; i < s->nwatchers; i++)
+		post_frame(c, s->watchers[i], peer_present_frame(c), KD_MSG_CTRL);
+out:
+	pthread_rwlock_unlock(&s->reg_lock);
+	return err;
+}
+
+/* Called under reg_lock when src is gone from the region. */
+static void fire_peer_gone(struct kd_conn *from, const uint8_t src[static DERP_KEY_LEN])
+{
+	struct kd_server *s = from->srv;
+	struct kd_subs *subs = kd_keymap_del(&s->subs, src);
+	uint8_t reason = DERP_PEER_GONE_DISCONNECTED;
+
+	if (!subs)
+		return;
+	for (uint32_t i = 0; i < subs->n; i++) {
+		struct kd_conn *to = subs->conns[i];
+		if (to == from)
+			continue;
+		post_frame(from, to, kd_pkt_frame(DERP_FRAME_PEER_GONE, src, DERP_KEY_LEN, &reason, 1),
+			   KD_MSG_PEER_GONE);
+	}
+	free(subs->conns);
+	free(subs);
+}
+
+void kd_registry_remove(struct kd_conn *c)
+{
+	struct kd_server *s = c->srv;
+	uint8_t reason = DERP_PEER_GONE_DISCONNECTED;
+
+	pthread_rwlock_wrlock(&s->reg_lock);
+	struct kd_client_set *set = kd_keymap_get(&s->reg, c->key);
+	if (!set || !ptrvec_del(set->conns, &set->n, c)) {
+		pthread_rwlock_unlock(&s->reg_lock);
+		return;
+	}
+	c->registered = false;
+	__atomic_sub_fetch(&s->g_conns, 1, __ATOMIC_RELAXED);
+	if (c->not_ideal)
+		__atomic_sub_fetch(&s->g_notideal, 1, __ATOMIC_RELAXED);
+	if (c->preferred)
+		__atomic_sub_fetch(&s->g_home, 1, __ATOMIC_RELAXED);
+	if (c->is_watcher && ptrvec_del(s->watchers, &s->nwatchers, c)) {
+		__atomic_sub_fetch(&s->g_watchers, 1, __ATOMIC_RELAXED);
+		kd_conn_unref(c);
+	}
+	if (set->n == 0) {
+		kd_keymap_del(&s->reg, c->key);
+		free(set->conns);
+		free(set);
+		__atomic_sub_fetch(&s->g_clients, 1, __ATOMIC_RELAXED);
+		/* TODO(mesh): keys still reachable through a mesh forwarder stay in the region */
+		fire_peer_gone(c, c->key);
+		for (uint32_t i = 0; i < s->nwatchers; i++)
+			post_frame(c, s->watchers[i],
+				   kd_pkt_frame(DERP_FRAME_PEER_GONE, c->key, DERP_KEY_LEN, &reason, 1), KD_MSG_CTRL);
+	} else {
+		__atomic_sub_fetch(&s->g_dup_conns, 1, __ATOMIC_RELAXED);
+		if (set->n == 1) {
+			struct kd_conn *last = set->conns[0];
+			__atomic_sub_fetch(&s->g_dup_conns, 1, __ATOMIC_RELAXED);
+			__atomic_sub_fetch(&s->g_dup_keys, 1, __ATOMIC_RELAXED);
+			last->is_dup = false;
+			send_health(c, last, "");
+		}
+		/* the most recent speaker among the rest takes over */
+		set->active = set->conns[set->n - 1];
+	}
+	pthread_rwlock_unlock(&s->reg_lock);
+	kd_conn_unref(c); /* the registry's */
+}
+
+void kd_registry_note_activity(struct kd_conn *c)
+{
+	struct kd_server *s = c->srv;
+
+	pthread_rwlock_wrlock(&s->reg_lock);
+	struct kd_client_set *set = kd_keymap_get(&s->reg, c->key);
+	if (set && set->active != c && ptrvec_del(set->conns, &set->n, c)) {
+		set->conns[set->n++] = c; /* cannot fail: the slot was just freed */
+		set->active = c;
+	}
+	pthread_rwlock_unlock(&s->reg_lock);
+}
+
+struct kd_conn *kd_registry_lookup(struct kd_server *s, const uint8_t key[static DERP_KEY_LEN], uint32_t *n_conns)
+{
+	struct kd_conn *d = NULL;
+
+	pthread_rwlock_rdlock(&s->reg_lock);
+	struct kd_client_set *set = kd_keymap_get(&s->reg, key);
+	*n_conns = set ? set->n : 0;
+	if (set && set->active) {
+		d = set->active;
+		kd_conn_ref(d);
+	}
+	pthread_rwlock_unlock(&s->reg_lock);
+	return d;
+}
+
+void kd_registry_subscribe(struct kd_conn *c, const uint8_t src[static DERP_KEY_LEN])
+{
+	struct kd_server *s = c->srv;
+
+	pthread_rwlock_wrlock(&s->reg_lock);
+	struct kd_subs *subs = kd_keymap_get(&s->subs, src);
+	if (!subs) {
+		subs = calloc(1, sizeof(*subs));
+		if (!subs || kd_keymap_put(&s->subs, src, subs) != 0) {
+			free(subs);
+			goto out;
+		}
+	}
+	ptrvec_add(&subs->conns, &subs->n, &subs->cap, c);
+out:
+	pthread_rwlock_unlock(&s->reg_lock);
+}
+
+void kd_registry_unsubscribe_all(struct kd_conn *c)
+{
+	struct kd_server *s = c->srv;
+	const uint8_t *k;
+	void *v;
+
+	if (!c->saw_src.len)
+		return;
+	pthread_rwlock_wrlock(&s->reg_lock);
+	for (size_t i = 0; (i = kd_keymap_next(&c->saw_src, i, &k, &v)) != 0;) {
+		struct kd_subs *subs = kd_keymap_get(&s->subs, k);
+		if (!subs)
+			continue;
+		ptrvec_del(subs->conns, &subs->n, c);
+		if (!subs->n) {
+			kd_keymap_del(&s->subs, k);
+			free(subs->conns);
+			free(subs);
+		}
+	}
+	pthread_rwlock_unlock(&s->reg_lock);
+}
+
+void kd_registry_watch(struct kd_conn *c)
+{
+	struct kd_server *s = c->srv;
+	const uint8_t *k;
+	void *v;
+
+	/* a server that dialled itself watches nothing (spec §6.11) */
+	if (memcmp(c->key, s->cfg.keys.pub, DERP_KEY_LEN) == 0)
+		return;
+	pthread_rwlock_wrlock(&s->reg_lock);
+	if (!c->is_watcher && ptrvec_add(&s->watchers, &s->nwatchers, &s->watchers_cap, c) == 0) {
+		c->is_watcher = true;
+		kd_conn_ref(c);
+		__atomic_add_fetch(&s->g_watchers, 1, __ATOMIC_RELAXED);
+	}
+	for (size_t i = 0; (i = kd_keymap_next(&s->reg, i, &k, &v)) != 0;) {
+		struct kd_client_set *set = v;
+		if (set->active)
+			post_frame(c, c, peer_present_frame(set->active), KD_MSG_CTRL);
+	}
+	c->w->ctr.watch_updates++;
+	pthread_rwlock_unlock(&s->reg_lock);
+}
+
+void kd_registry_close_peer(struct kd_conn *c, const uint8_t key[static DERP_KEY_LEN])
+{
+	struct kd_server *s = c->srv;
+
+	pthread_rwlock_wrlock(&s->reg_lock);
+	struct kd_client_set *set = kd_keymap_get(&s->reg, key);
+	if (!set) {
+		char sk[KD_KEY_SHORT_LEN];
+		kd_key_short(sk, key);
+		pr_info("frameClosePeer failed to find peer %s", sk);
+	}
+	for (uint32_t i = 0; set && i < set->n; i++)
+		post_frame(c, set->conns[i], NULL, KD_MSG_CLOSE);
+	pthread_rwlock_unlock(&s->reg_lock);
+}
+
+bool kd_registry_check(struct kd_server *s, char *problems, size_t cap)
+{
+	const uint8_t *k;
+	void *v;
+	size_t used = 0;
+	int64_t conns = 0;
+
+	problems[0] = '\0';
+	pthread_rwlock_rdlock(&s->reg_lock);
+	for (size_t i = 0; (i = kd_keymap_next(&s->reg, i, &k, &v)) != 0;) {
+		struct kd_client_set *set = v;
+		char sk[KD_KEY_SHORT_LEN];
+		bool found = set->active == NULL;
+		conns += set->n;
+		for (uint32_t j = 0; j < set->n; j++)
+			found |= set->conns[j] == set->active;
+		kd_key_short(sk, k);
+		if (set->n == 0 && used < cap)
+			used += (size_t)snprintf(problems + used, cap - used, "%skey %s has no connections",
+						 used ? ", " : "", sk);
+		if (!found && used < cap)
+			used += (size_t)snprintf(problems + used, cap - used, "%skey %s: active is not live",
+						 used ? ", " : "", sk);
+	}
+	int64_t g = __atomic_load_n(&s->g_conns, __ATOMIC_RELAXED);
+	if (g != conns && used < cap)
+		used += (size_t)snprintf(problems + used, cap - used, "%scurrent_connections %lld != %lld registered",
+					 used ? ", " : "", (long long)g, (long long)conns);
+	pthread_rwlock_unlock(&s->reg_lock);
+	return used == 0;
+}

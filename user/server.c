@@ -1,0 +1,448 @@
+// SPDX-License-Identifier: MIT
+/* Server lifecycle: listeners, worker threads, accept and shutdown. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sodium.h>
+#include <unistd.h>
+
+#include "server_internal.h"
+#include "tls.h"
+
+#define KD_SCRATCH (256u << 10)
+
+void kd_server_config_defaults(struct kd_server_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->addr = ":443";
+	cfg->derp_enabled = true;
+	cfg->home = "";
+	cfg->queue_depth = 32;
+	cfg->tcp_keepalive_s = 600;
+	cfg->tcp_user_timeout_ms = 15000;
+	cfg->write_timeout_ms = 2000;
+	cfg->keepalive_ms = 60000;
+	cfg->handshake_timeout_ms = 10000;
+	cfg->http_timeout_ms = 30000;
+	cfg->http_port = 80;
+	cfg->stun = true;
+	cfg->stun_port = 3478;
+}
+
+/* ":443" -> dual-stack [::]:443; "ip:port"; "[v6]:port"; "host:port". */
+static int listen_on(const char *addr, int *port_out, const struct kd_server_config *cfg)
+{
+	char host[256] = "", port[16];
+	const char *colon = strrchr(addr, ':');
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
+	int fd = -1, one = 1, err;
+
+	if (!colon || strlen(colon + 1) >= sizeof(port) || (size_t)(colon - addr) >= sizeof(host)) {
+		pr_err("listen address %s: want host:port or :port", addr);
+		return -EINVAL;
+	}
+	memcpy(host, addr, (size_t)(colon - addr));
+	host[colon - addr] = '\0';
+	snprintf(port, sizeof(port), "%s", colon + 1);
+	if (host[0] == '[') {
+		size_t n = strlen(host);
+		if (n < 2 || host[n - 1] != ']') {
+			pr_err("listen address %s: unbalanced brackets", addr);
+			return -EINVAL;
+		}
+		memmove(host, host + 1, n - 2);
+		host[n - 2] = '\0';
+	}
+	if (!strcmp(port, "https"))
+		snprintf(port, sizeof(port), "443");
+	if (!host[0])
+		hints.ai_family = AF_INET6; /* dual stack, like Go's ":port" */
+	err = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
+	if (err) {
+		pr_err("listen address %s: %s", addr, gai_strerror(err));
+		return -EINVAL;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (ai->ai_family == AF_INET6 && !host[0]) {
+		int zero = 0;
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+	}
+	/* inherited by accepted sockets: reaps connections whose data goes unacked */
+	if (cfg->tcp_user_timeout_ms) {
+		unsigned ut = cfg->tcp_user_timeout_ms;
+		setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut));
+	}
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0)
+		goto fail;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	getsockname(fd, (struct sockaddr *)&ss, &sl);
+	*port_out = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+						  : ((struct sockaddr_in6 *)&ss)->sin6_port);
+	freeaddrinfo(ai);
+	return fd;
+fail:
+	err = -errno;
+	pr_err("listen on %s: %s", addr, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(ai);
+	return err;
+}
+
+static void tune_accepted(const struct kd_server_config *cfg, int fd)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (cfg->tcp_keepalive_s) {
+		int idle = (int)cfg->tcp_keepalive_s, intvl = 15, cnt = 9;
+		setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	}
+}
+
+/* Token bucket of -accept-connection-limit/-burst. A rejected connection is
+ * closed and the accept loop goes on (the reference exits: spec §11.1). */
+static bool accept_allowed(struct kd_server *s)
+{
+	bool ok = true;
+
+	if (s->cfg.accept_rate <= 0)
+		return true;
+	pthread_mutex_lock(&s->accept_lock);
+	uint64_t now = kd_now_ms();
+	s->accept_tokens += (double)(now - s->accept_last_ms) * s->cfg.accept_rate / 1000.0;
+	s->accept_last_ms = now;
+	if (s->accept_tokens > (double)s->cfg.accept_burst)
+		s->accept_tokens = (double)s->cfg.accept_burst;
+	if (s->accept_tokens >= 1.0)
+		s->accept_tokens -= 1.0;
+	else
+		ok = false;
+	pthread_mutex_unlock(&s->accept_lock);
+	return ok;
+}
+
+static void on_accept(struct kd_io *io, uint32_t events)
+{
+	struct kd_worker *w = (struct kd_worker *)((char *)io - offsetof(struct kd_worker, listen_io));
+	struct kd_server *s = w->srv;
+
+	(void)events;
+	for (int i = 0; i < 64; i++) {
+		struct sockaddr_storage peer;
+		socklen_t pl = sizeof(peer);
+		int fd = accept4(io->fd, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				pr_warn("accept: %s", strerror(errno));
+			return;
+		}
+		if (!accept_allowed(s)) {
+			w->ctr.accept_rejected++;
+			close(fd);
+			continue;
+		}
+		tune_accepted(&s->cfg, fd);
+		if (!kd_conn_new(w, fd, &peer, s->tls != NULL)) {
+			pr_warn("accept: out of memory");
+			close(fd);
+		}
+	}
+}
+
+static void on_accept80(struct kd_io *io, uint32_t events)
+{
+	struct kd_worker *w = (struct kd_worker *)((char *)io - offsetof(struct kd_worker, listen80_io));
+
+	(void)events;
+	for (int i = 0; i < 64; i++) {
+		struct sockaddr_storage peer;
+		socklen_t pl = sizeof(peer);
+		int fd = accept4(io->fd, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			return;
+		tune_accepted(&w->srv->cfg, fd);
+		struct kd_conn *c = kd_conn_new(w, fd, &peer, false);
+		if (!c)
+			close(fd);
+		else
+			c->port80 = true;
+	}
+}
+
+/* TS_DEBUG_KEY_PATH (spec §3.11): a key that opens /debug/ from anywhere. */
+static char *load_debug_key(void)
+{
+	const char *path = getenv("TS_DEBUG_KEY_PATH");
+	char buf[256];
+
+	if (!path || !*path)
+		return NULL;
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		pr_warn("TS_DEBUG_KEY_PATH %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	char *b = buf, *e = buf + n;
+	while (b < e && (*b == ' ' || *b == '\n' || *b == '\r' || *b == '\t'))
+		b++;
+	while (e > b && (e[-1] == ' ' || e[-1] == '\n' || e[-1] == '\r' || e[-1] == '\t'))
+		e--;
+	*e = '\0';
+	return *b ? strdup(b) : NULL;
+}
+
+static void *worker_main(void *arg)
+{
+	struct kd_worker *w = arg;
+	sigset_t set;
+
+	/* signals belong to the main thread */
+	sigfillset(&set);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	int err = kd_loop_run(w->loop);
+	if (err)
+		pr_err("worker %d: event loop: %s", w->idx, strerror(-err));
+	return NULL;
+}
+
+int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
+{
+	struct kd_server *s = calloc(1, sizeof(*s));
+	int err;
+
+	*out = NULL;
+	if (!s)
+		return -ENOMEM;
+	s->cfg = *cfg;
+	s->listen_fd = s->listen80_fd = -1;
+	s->start_ms = kd_now_ms();
+	s->debug_key = load_debug_key();
+	pthread_rwlock_init(&s->reg_lock, NULL);
+	pthread_mutex_init(&s->accept_lock, NULL);
+	kd_keymap_init(&s->reg);
+	kd_keymap_init(&s->subs);
+	s->accept_tokens = cfg->accept_burst;
+	s->accept_last_ms = s->start_ms;
+	s->nworkers = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (s->nworkers < 1)
+		s->nworkers = 1;
+	if (s->nworkers > 64)
+		s->nworkers = 64;
+
+	s->listen_fd = listen_on(cfg->addr, &s->port, cfg);
+	if (s->listen_fd < 0) {
+		err = s->listen_fd;
+		goto fail;
+	}
+	if (cfg->certmode) {
+		struct kd_tls_server_opts to = {
+			.certmode = cfg->certmode,
+			.certdir = cfg->certdir,
+			.hostname = cfg->hostname,
+			.server_pub = cfg->keys.pub,
+			.ktls = true,
+		};
+		err = kd_tls_server_ctx_new(&s->tls, &to);
+		if (err)
+			goto fail;
+		if (cfg->http_port >= 0) {
+			/* the plaintext listener binds the same host as -a (spec §3.1) */
+			char a80[300];
+			const char *colon = strrchr(cfg->addr, ':');
+			snprintf(a80, sizeof(a80), "%.*s:%d", (int)(colon - cfg->addr), cfg->addr, cfg->http_port);
+			int p80;
+			s->listen80_fd = listen_on(a80, &p80, cfg);
+			if (s->listen80_fd < 0) {
+				err = s->listen80_fd;
+				goto fail;
+			}
+			s->port80 = p80;
+		}
+	}
+	s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
+	if (!s->workers) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	for (int i = 0; i < s->nworkers; i++) {
+		struct kd_worker *w = &s->workers[i];
+		w->srv = s;
+		w->idx = i;
+		pthread_mutex_init(&w->inbox_lock, NULL);
+		w->scratch_cap = KD_SCRATCH;
+		w->scratch = malloc(w->scratch_cap);
+		w->outbox = calloc((size_t)s->nworkers, sizeof(*w->outbox));
+		if (!w->scratch || !w->outbox) {
+			err = -ENOMEM;
+			goto fail;
+		}
+		err = kd_loop_new(&w->loop);
+		if (err)
+			goto fail;
+		kd_loop_set_before_sleep(w->loop, kd_worker_before_sleep, w);
+		kd_loop_set_wake_cb(w->loop, kd_worker_drain_inbox, w);
+		w->listen_io.fd = s->listen_fd;
+		w->listen_io.cb = on_accept;
+		/* every worker accepts; EPOLLEXCLUSIVE wakes one of them per connection */
+		err = kd_io_add(w->loop, &w->listen_io, EPOLLIN | EPOLLEXCLUSIVE);
+		if (err)
+			goto fail;
+		if (s->listen80_fd >= 0) {
+			w->listen80_io.fd = s->listen80_fd;
+			w->listen80_io.cb = on_accept80;
+			err = kd_io_add(w->loop, &w->listen80_io, EPOLLIN | EPOLLEXCLUSIVE);
+			if (err)
+				goto fail;
+		}
+	}
+	*out = s;
+	return 0;
+fail:
+	kd_server_free(s);
+	return err;
+}
+
+int kd_server_start(struct kd_server *s)
+{
+	for (int i = 0; i < s->nworkers; i++) {
+		struct kd_worker *w = &s->workers[i];
+		int err = pthread_create(&w->thread, NULL, worker_main, w);
+		if (err) {
+			pr_err("start worker %d: %s", i, strerror(err));
+			return -err;
+		}
+		w->started = true;
+	}
+	return 0;
+}
+
+int kd_server_port(const struct kd_server *s)
+{
+	return s->port;
+}
+
+int kd_server_port80(const struct kd_server *s)
+{
+	return s->listen80_fd >= 0 ? s->port80 : -1;
+}
+
+bool kd_server_tls(const struct kd_server *s)
+{
+	return s->tls != NULL;
+}
+
+/* Runs on each worker: tell clients we are restarting (spec §6.16), flush,
+ * close. Posted through the inbox so it runs on the owning thread. */
+static void worker_shutdown(struct kd_worker *w)
+{
+	uint8_t body[DERP_RESTARTING_LEN] = {0, 0, 0x03, 0xe8, 0, 0, 0x13, 0x88}; /* 1 s, 5 s */
+
+	kd_io_del(w->loop, &w->listen_io);
+	if (w->listen80_io.cb)
+		kd_io_del(w->loop, &w->listen80_io);
+	for (struct kd_conn *c = w->all; c; c = c->all_next) {
+		if (c->state == KD_CONN_ACTIVE) {
+			kd_conn_ctrl_frame(c, DERP_FRAME_RESTARTING, body, sizeof(body), NULL, 0);
+			w->ctr.restarting_frames++;
+		}
+	}
+	kd_worker_before_sleep(w);
+	while (w->all)
+		kd_conn_close(w->all, NULL);
+	kd_worker_before_sleep(w);
+}
+
+void kd_server_stop(struct kd_server *s)
+{
+	if (!s || !s->workers)
+		return;
+	for (int i = 0; i < s->nworkers; i++) {
+		struct kd_worker *w = &s->workers[i];
+		if (w->started)
+			kd_loop_stop(w->loop);
+	}
+	for (int i = 0; i < s->nworkers; i++) {
+		struct kd_worker *w = &s->workers[i];
+		if (w->started) {
+			pthread_join(w->thread, NULL);
+			w->started = false;
+		}
+	}
+	/* threads are gone: finish each worker's connections from here, in order */
+	for (int i = 0; i < s->nworkers; i++)
+		if (s->workers[i].loop)
+			worker_shutdown(&s->workers[i]);
+	for (int i = 0; i < s->nworkers; i++)
+		if (s->workers[i].loop)
+			kd_worker_drain_inbox(&s->workers[i]);
+}
+
+void kd_server_free(struct kd_server *s)
+{
+	if (!s)
+		return;
+	kd_server_stop(s);
+	for (int i = 0; s->workers && i < s->nworkers; i++) {
+		struct kd_worker *w = &s->workers[i];
+		kd_loop_free(w->loop);
+		free(w->scratch);
+		for (int k = 0; w->outbox && k < s->nworkers; k++)
+			free(w->outbox[k].v);
+		free(w->outbox);
+		free(w->inbox.v);
+		free(w->inbox_spare.v);
+		pthread_mutex_destroy(&w->inbox_lock);
+	}
+	free(s->workers);
+	if (s->listen_fd >= 0)
+		close(s->listen_fd);
+	if (s->listen80_fd >= 0)
+		close(s->listen80_fd);
+	kd_tls_ctx_free(s->tls);
+	free(s->debug_key);
+	const uint8_t *k;
+	void *v;
+	for (size_t i = 0; (i = kd_keymap_next(&s->reg, i, &k, &v)) != 0;) {
+		free(((struct kd_client_set *)v)->conns);
+		free(v);
+	}
+	for (size_t i = 0; (i = kd_keymap_next(&s->subs, i, &k, &v)) != 0;) {
+		free(((struct kd_subs *)v)->conns);
+		free(v);
+	}
+	kd_keymap_free(&s->reg);
+	kd_keymap_free(&s->subs);
+	free(s->watchers);
+	pthread_rwlock_destroy(&s->reg_lock);
+	pthread_mutex_destroy(&s->accept_lock);
+	sodium_memzero(&s->cfg, sizeof(s->cfg));
+	free(s);
+}
+
+void kd_server_set_extra_metrics(struct kd_server *s, int (*fn)(void *arg, char *out, size_t cap), void *arg)
+{
+	s->extra_metrics = fn;
+	s->extra_metrics_arg = arg;
+}
+
+int kd_server_metrics(struct kd_server *s, char **out, size_t *len)
+{
+	return kd_metrics_render(s, out, len);
+}

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/* The DERP server: listeners, workers, registry. main.c fills a config from
+ * flags; tests build one in-process on an ephemeral loopback port. */
+#ifndef KD_SERVER_H
+#define KD_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "key.h"
+
+struct kd_server_config {
+	const char *addr;            /* -a: ":443", "127.0.0.1:0", "[::1]:3340" */
+	bool dev;
+	bool derp_enabled;           /* -derp */
+	const char *home;            /* -home */
+	int workers;                 /* 0 = one per core */
+	uint32_t queue_depth;        /* per-client send queue depth, 32 */
+	uint32_t tcp_keepalive_s;    /* 600 */
+	uint32_t tcp_user_timeout_ms;/* 15000 */
+	uint32_t write_timeout_ms;   /* 2000, 0 = none (mesh peers: 30000) */
+	uint32_t keepalive_ms;       /* 60000 (+ jitter in [0, 5000)) */
+	uint32_t handshake_timeout_ms;/* 10000 */
+	uint32_t http_timeout_ms;    /* 30000: TLS handshake + request headers */
+	double accept_rate;          /* connections/s, <= 0 = unlimited */
+	uint32_t accept_burst;
+	/* TLS (user/tls.h): "manual" or "dev" (in-memory self-signed); NULL = plain HTTP */
+	const char *certmode, *certdir, *hostname;
+	int http_port;               /* plaintext :80 listener next to TLS, -1 = off */
+	/* mesh */
+	bool has_mesh_key;
+	uint8_t mesh_key[DERP_KEY_LEN];
+	/* STUN */
+	bool stun;
+	int stun_port;
+	/* identity; required */
+	struct kd_keypair keys;
+};
+
+struct kd_server;
+
+void kd_server_config_defaults(struct kd_server_config *cfg);
+/* Binds the listeners; returns 0 or -errno (logged). */
+int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg);
+/* Starts the worker threads; returns at once. */
+int kd_server_start(struct kd_server *s);
+/* Sends Restarting to every client, flushes, closes, joins the workers. */
+void kd_server_stop(struct kd_server *s);
+void kd_server_free(struct kd_server *s);
+/* The bound TCP port of the main listener (useful with port 0). */
+int kd_server_port(const struct kd_server *s);
+/* The plaintext port-80 listener next to TLS, or -1. */
+int kd_server_port80(const struct kd_server *s);
+bool kd_server_tls(const struct kd_server *s);
+/* Adds Prometheus text from another plane (STUN...) to /debug/varz: fn
+ * returns bytes written or -errno. Set before kd_server_start. */
+void kd_server_set_extra_metrics(struct kd_server *s, int (*fn)(void *arg, char *out, size_t cap), void *arg);
+/* Renders /debug/varz into a malloc'd buffer. */
+int kd_server_metrics(struct kd_server *s, char **out, size_t *len);
+
+#endif

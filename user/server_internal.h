@@ -1,0 +1,284 @@
+/* SPDX-License-Identifier: MIT */
+/* Internal structures of the server, shared by server.c, conn.c,
+ * derp_conn.c, registry.c and metrics.c. Threading rules:
+ *  - a connection belongs to one worker; only that worker touches its
+ *    socket, buffers, queues and timers;
+ *  - other workers reach it only through messages in the owner's inbox,
+ *    holding a reference;
+ *  - the registry (key -> connections) is guarded by reg_lock. */
+#ifndef KD_SERVER_INTERNAL_H
+#define KD_SERVER_INTERNAL_H
+
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "derp_wire.h"
+#include "keymap.h"
+#include "log.h"
+#include "loop.h"
+#include "server.h"
+
+/* A frame ready to write, owned by exactly one queue or message at a time. */
+struct kd_pkt {
+	uint64_t enq_ms;
+	uint32_t len;             /* bytes in frame[] */
+	uint8_t kind;             /* enum derp_kind, for drop accounting */
+	uint8_t frame[];          /* header + payload as it goes on the wire */
+};
+
+/* A bounded head-drop ring of packets. */
+struct kd_pktq {
+	struct kd_pkt **ring;     /* allocated on first use: idle clients pay nothing */
+	uint32_t head, len, cap;
+};
+
+/* Growable byte buffer for control frames and partial input. */
+struct kd_buf {
+	uint8_t *data;
+	size_t len, cap, off;     /* valid bytes are data[off, len) */
+};
+
+enum kd_conn_state {
+	KD_CONN_TLS_HANDSHAKE,
+	KD_CONN_HTTP,
+	KD_CONN_HTTP_RESPONDING,  /* writing a response, then close or next request */
+	KD_CONN_WAIT_CLIENT_INFO,
+	KD_CONN_ACTIVE,
+	KD_CONN_CLOSED,
+};
+
+struct kd_worker;
+
+#define KD_IOV_MAX 64
+
+struct kd_conn {
+	struct kd_io io;
+	struct kd_worker *w;
+	struct kd_server *srv;
+	int refs;                 /* atomic */
+	enum kd_conn_state state;
+	SSL *ssl;
+	uint64_t id;
+	uint64_t connected_ms;
+	struct sockaddr_storage peer;
+	char peer_str[64];        /* "ip:port" for logs */
+
+	/* input: HTTP request or a partial DERP frame; NULL when drained */
+	struct kd_buf in;
+	uint32_t skip;            /* bytes of an oversize unknown frame still to discard */
+
+	/* output: control frames (ServerKey, ServerInfo, pong, keepalive, ...) */
+	struct kd_buf ctrl;
+	struct kd_pktq q[DERP_KIND_MAX];  /* disco, other */
+	/* what the current writev is made of: ctrl bytes first, then packets */
+	struct kd_pkt *inflight[KD_IOV_MAX];
+	uint32_t n_inflight;
+	size_t ctrl_inflight;     /* ctrl bytes included in the current write */
+	size_t wr_off;            /* bytes of the current batch already written */
+	bool dirty;               /* on the worker's flush list */
+	bool want_write;          /* EPOLLOUT armed */
+	bool http_close_after;
+	bool port80;              /* accepted on the plaintext listener next to TLS */
+
+	struct kd_timer deadline; /* handshake or write deadline */
+	struct kd_timer keepalive;
+	uint32_t keepalive_jitter_ms;
+
+	/* DERP identity, valid from WAIT_CLIENT_INFO on */
+	uint8_t key[DERP_KEY_LEN];
+	bool registered, can_mesh, can_ack_pings, is_prober, not_ideal;
+	bool preferred, is_dup, fast_start, is_watcher;
+	bool pong_pending;
+	uint8_t pong_data[DERP_PING_LEN];
+	/* PeerGone(NotHere) limiter: 1/s burst 3 */
+	uint32_t nothere_tokens;
+	uint64_t nothere_last_ms;
+	/* sources this connection has received packets from (spec §7.6) */
+	struct kd_keymap saw_src;
+
+	struct kd_conn *flush_next;
+	struct kd_conn *close_next;
+	struct kd_conn *all_next, *all_prev;   /* worker's list of live conns */
+};
+
+/* Cross-worker messages. */
+enum kd_msg_op {
+	KD_MSG_PACKET,        /* enqueue pkt on dst's data queue (head drop) */
+	KD_MSG_CTRL,          /* append pkt's bytes to dst's control stream */
+	KD_MSG_PEER_GONE,     /* control frame that also unsubscribes the source */
+	KD_MSG_CLOSE,         /* close dst (ClosePeer) */
+};
+
+struct kd_msg {
+	struct kd_conn *dst;  /* holds a reference */
+	struct kd_pkt *pkt;
+	uint8_t op;
+};
+
+struct kd_msgvec {
+	struct kd_msg *v;
+	size_t len, cap;
+};
+
+/* Counters written by one worker only; the metrics page sums them. */
+struct kd_counters {
+	uint64_t accepts, packets_received, bytes_received, packets_received_kind[DERP_KIND_MAX];
+	uint64_t packets_sent, bytes_sent, packets_forwarded_in, packets_forwarded_out;
+	uint64_t peer_gone_disconnected_frames, peer_gone_not_here_frames;
+	uint64_t got_ping, sent_pong, home_moves_in, home_moves_out, unknown_frames;
+	uint64_t sclient_write_timeouts;
+	uint64_t dropped[DERP_DROP_MAX][DERP_KIND_MAX], bytes_dropped[DERP_DROP_MAX][DERP_KIND_MAX];
+	uint64_t buffered_write_frames[17];  /* buckets 0..10,15,20,25,50,100,+Inf */
+	uint64_t buffered_write_frames_sum, buffered_write_flushes;
+	uint64_t handshake_errors[16];       /* enum kd_hs_error */
+	uint64_t http_requests, http_errors, conn_errors, accept_rejected;
+	uint64_t keepalives_sent, health_frames, restarting_frames, watch_updates;
+	double avg_queue_ms;
+};
+
+#define KD_HS_ERRORS(X)                                                        \
+	X(TIMEOUT, "timeout")                                                  \
+	X(EOF, "eof")                                                          \
+	X(TLS, "tls")                                                          \
+	X(HTTP_MALFORMED, "http_malformed")                                    \
+	X(HTTP_TOO_LARGE, "http_too_large")                                    \
+	X(BAD_FRAME_TYPE, "bad_frame_type")                                    \
+	X(SHORT_CLIENT_INFO, "short_client_info")                              \
+	X(LONG_CLIENT_INFO, "long_client_info")                                \
+	X(BOX_OPEN, "box_open")                                                \
+	X(BAD_JSON, "bad_json")                                                \
+	X(ZERO_KEY, "zero_key")                                                \
+	X(REJECTED, "rejected")
+
+enum kd_hs_error {
+#define KD_X(id, name) KD_HS_##id,
+	KD_HS_ERRORS(KD_X)
+#undef KD_X
+	KD_HS_MAX,
+};
+_Static_assert(KD_HS_MAX <= 16, "handshake_errors array too small");
+
+#define KD_CTR_ADD(field, n) ((field) += (n))
+
+struct kd_worker {
+	struct kd_server *srv;
+	int idx;
+	struct kd_loop *loop;
+	pthread_t thread;
+	bool started;
+	struct kd_io listen_io;
+	struct kd_io listen80_io;
+	uint8_t *scratch;         /* read buffer for whole-frame parsing */
+	size_t scratch_cap;
+	struct kd_conn *flush_list;
+	struct kd_conn *close_list;
+	struct kd_conn *all;      /* live conns of this worker */
+	size_t nconns;
+	/* messages produced this pass, per destination worker */
+	struct kd_msgvec *outbox;
+	/* messages for this worker from others */
+	pthread_mutex_t inbox_lock;
+	struct kd_msgvec inbox;
+	struct kd_msgvec inbox_spare;  /* swapped with inbox to drain without the lock */
+	struct kd_counters ctr;
+	bool stopping;
+};
+
+/* Registry entry: every live connection of one key (spec §7.2). */
+struct kd_client_set {
+	struct kd_conn *active;
+	struct kd_conn **conns;   /* ordered by last activity, newest last */
+	uint32_t n, cap;
+};
+
+/* Receivers of packets from one source, to tell when it leaves (spec §7.6). */
+struct kd_subs {
+	struct kd_conn **conns;
+	uint32_t n, cap;
+};
+
+struct kd_server {
+	struct kd_server_config cfg;
+	char *debug_key;          /* TS_DEBUG_KEY_PATH contents, trimmed; NULL = none */
+	int (*extra_metrics)(void *arg, char *out, size_t cap);
+	void *extra_metrics_arg;
+	int listen_fd, listen80_fd;
+	int port, port80;
+	SSL_CTX *tls;
+	int nworkers;
+	struct kd_worker *workers;
+	uint64_t next_conn_id;    /* atomic */
+	uint64_t start_ms;
+
+	pthread_rwlock_t reg_lock;
+	struct kd_keymap reg;     /* key -> struct kd_client_set */
+	struct kd_keymap subs;    /* src key -> struct kd_subs */
+	struct kd_conn **watchers;
+	uint32_t nwatchers, watchers_cap;
+
+	/* accept limiter (token bucket) */
+	pthread_mutex_t accept_lock;
+	double accept_tokens;
+	uint64_t accept_last_ms;
+
+	/* gauges (atomic) */
+	int64_t g_conns, g_home, g_notideal, g_clients, g_dup_keys, g_dup_conns, g_watchers;
+	uint64_t total_dup_client_conns;
+	uint64_t tls_accepted;
+};
+
+/* conn.c */
+struct kd_conn *kd_conn_new(struct kd_worker *w, int fd, const struct sockaddr_storage *peer, bool tls);
+void kd_conn_on_io(struct kd_io *io, uint32_t events);
+void kd_conn_close(struct kd_conn *c, const char *why);
+void kd_conn_ref(struct kd_conn *c);
+void kd_conn_unref(struct kd_conn *c);
+void kd_conn_mark_dirty(struct kd_conn *c);
+int kd_conn_flush(struct kd_conn *c);
+int kd_conn_ctrl_append(struct kd_conn *c, const void *bytes, size_t len);
+/* Appends a whole frame (header + payload parts) to the control stream. */
+int kd_conn_ctrl_frame(struct kd_conn *c, uint8_t type, const void *p1, size_t n1, const void *p2, size_t n2);
+void kd_worker_before_sleep(void *arg);
+void kd_buf_free(struct kd_buf *b);
+
+/* derp_conn.c */
+int kd_derp_on_upgrade(struct kd_conn *c);
+/* Consumes complete frames from buf; returns bytes consumed or -1 to close. */
+ssize_t kd_derp_process(struct kd_conn *c, const uint8_t *buf, size_t len);
+void kd_derp_deliver(struct kd_conn *d, struct kd_pkt *p);
+void kd_worker_drain_inbox(void *arg);
+void kd_worker_post(struct kd_worker *from, struct kd_conn *dst, struct kd_pkt *p, enum kd_msg_op op);
+void kd_worker_send_outbox(struct kd_worker *w);
+struct kd_pkt *kd_pkt_frame(uint8_t type, const void *p1, size_t n1, const void *p2, size_t n2);
+void kd_count_drop(struct kd_worker *w, enum derp_drop_reason r, const struct kd_pkt *p);
+void kd_pktq_drain(struct kd_conn *c, enum derp_drop_reason r);
+void kd_conn_on_keepalive(struct kd_timer *t);
+
+/* registry.c */
+int kd_registry_add(struct kd_conn *c);
+void kd_registry_remove(struct kd_conn *c);
+void kd_registry_note_activity(struct kd_conn *c);
+/* Looks up the active connection for key, with a reference; *n_conns gets how many connections the key has. */
+struct kd_conn *kd_registry_lookup(struct kd_server *s, const uint8_t key[static DERP_KEY_LEN], uint32_t *n_conns);
+void kd_registry_subscribe(struct kd_conn *c, const uint8_t src[static DERP_KEY_LEN]);
+void kd_registry_unsubscribe_all(struct kd_conn *c);
+void kd_registry_watch(struct kd_conn *c);
+void kd_registry_close_peer(struct kd_conn *c, const uint8_t key[static DERP_KEY_LEN]);
+/* /debug/check: registry invariants; false with the problems joined by ", " */
+bool kd_registry_check(struct kd_server *s, char *problems, size_t cap);
+
+/* metrics.c */
+int kd_metrics_render(struct kd_server *s, char **out, size_t *len);
+/* /debug/vars: the same values as one flat JSON object */
+int kd_metrics_render_json(struct kd_server *s, char **out, size_t *len);
+
+#define KDERP_VERSION "0.1.0"
+
+static inline struct kd_worker *kd_self_worker(struct kd_conn *c) { return c->w; }
+
+#endif
