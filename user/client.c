@@ -616,10 +616,12 @@ int kd_client_step(struct kd_client *c)
 	}
 }
 
-static int dial(struct kd_client *c, const char *dial_addr)
+/* Connects (non-blocking) to the idx-th address the name resolves to;
+ * -ENOENT past the last one. */
+static int dial(struct kd_client *c, const char *dial_addr, int idx)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
-	struct addrinfo *res = NULL;
+	struct addrinfo *res = NULL, *ai;
 	char host[256], port[8];
 	int fd, err, one = 1;
 
@@ -649,14 +651,20 @@ static int dial(struct kd_client *c, const char *dial_addr)
 		pr_err("client: resolve %s: %s", host, gai_strerror(err));
 		return -EHOSTUNREACH;
 	}
-	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	for (ai = res; ai && idx > 0; ai = ai->ai_next)
+		idx--;
+	if (!ai) {
+		freeaddrinfo(res);
+		return -ENOENT;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		err = -errno;
 		freeaddrinfo(res);
 		return err;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(fd, res->ai_addr, res->ai_addrlen) < 0 && errno != EINPROGRESS) {
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
 		err = -errno;
 		freeaddrinfo(res);
 		close(fd);
@@ -720,7 +728,7 @@ err_free:
 	return err;
 }
 
-int kd_client_start(struct kd_client **out, const struct kd_client_opts *o)
+static int start_at(struct kd_client **out, const struct kd_client_opts *o, int idx)
 {
 	struct kd_client *c;
 	int err = client_new(&c, o);
@@ -728,7 +736,7 @@ int kd_client_start(struct kd_client **out, const struct kd_client_opts *o)
 	*out = NULL;
 	if (err)
 		return err;
-	err = dial(c, o->dial_addr);
+	err = dial(c, o->dial_addr, idx);
 	if (err) {
 		kd_client_close(c);
 		return err;
@@ -736,6 +744,11 @@ int kd_client_start(struct kd_client **out, const struct kd_client_opts *o)
 	c->st = ST_TCP_CONNECT;
 	*out = c;
 	return 0;
+}
+
+int kd_client_start(struct kd_client **out, const struct kd_client_opts *o)
+{
+	return start_at(out, o, 0);
 }
 
 int kd_client_start_fd(struct kd_client **out, const struct kd_client_opts *o, int fd)
@@ -786,32 +799,59 @@ static int wait_fd(struct kd_client *c, bool want_write, int64_t deadline)
 	return r == 0 ? -ETIMEDOUT : 0;
 }
 
+static bool try_next_address(int err)
+{
+	return err == -ECONNREFUSED || err == -ENETUNREACH || err == -EHOSTUNREACH || err == -EADDRNOTAVAIL ||
+	       err == -EAFNOSUPPORT;
+}
+
 int kd_client_connect(struct kd_client **out, const struct kd_client_opts *o)
 {
-	struct kd_client *c;
-	int err = kd_client_start(&c, o);
+	struct kd_client_opts opts = *o;
+	int64_t deadline = kd_client_clock_ms() + (o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS);
+	int first_err = 0;
 
 	*out = NULL;
-	if (err)
-		return err;
-	for (;;) {
-		err = kd_client_step(c);
-		if (err == 1)
-			break;
-		if (err < 0)
-			goto err_close;
-		err = wait_fd(c, kd_client_want_write(c), c->deadline_ms);
-		if (err == -ETIMEDOUT)
-			continue; /* kd_client_step reports the deadline */
-		if (err)
-			goto err_close;
-	}
-	*out = c;
-	return 0;
+	/* "localhost" may resolve to ::1 first while the server is on 127.0.0.1:
+	 * a refused address moves on to the next one, within one budget */
+	for (int idx = 0;; idx++) {
+		struct kd_client *c;
+		int64_t left = deadline - kd_client_clock_ms();
+		int err;
 
-err_close:
-	kd_client_close(c);
-	return err;
+		if (left <= 0)
+			return first_err ? first_err : -ETIMEDOUT;
+		opts.timeout_ms = (int)left;
+		err = start_at(&c, &opts, idx);
+		if (err == -ENOENT && idx > 0)
+			return first_err;
+		if (err) {
+			if (!first_err)
+				first_err = err;
+			if (try_next_address(err))
+				continue;
+			return err;
+		}
+		for (;;) {
+			err = kd_client_step(c);
+			if (err == 1) {
+				*out = c;
+				return 0;
+			}
+			if (err == 0) {
+				err = wait_fd(c, kd_client_want_write(c), c->deadline_ms);
+				if (err == -ETIMEDOUT)
+					continue; /* kd_client_step reports the deadline */
+			}
+			if (err)
+				break;
+		}
+		kd_client_close(c);
+		if (!first_err)
+			first_err = err;
+		if (!try_next_address(err))
+			return err;
+	}
 }
 
 /* ---- accessors ---------------------------------------------------------- */
