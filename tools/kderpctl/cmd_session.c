@@ -209,6 +209,43 @@ static void print_packet(const struct ctl_opts *o, const struct kd_client_msg *m
 	fflush(stdout);
 }
 
+/* Server notices a receiver should see: health, restarts, departed peers. */
+static void print_event(const struct ctl_opts *o, const char *cmd, const struct kd_client_msg *m)
+{
+	char s[KD_NODEKEY_STR_LEN];
+
+	switch (m->type) {
+	case DERP_FRAME_HEALTH:
+		if (o->json) {
+			printf("{\"type\":\"health\",\"text\":");
+			ctl_print_json_str(m->data, m->data_len);
+			printf("}\n");
+		} else {
+			fprintf(stderr, "kderpctl %s: server health: %.*s\n", cmd, (int)m->data_len,
+				m->data_len ? (const char *)m->data : "ok");
+		}
+		break;
+	case DERP_FRAME_RESTARTING:
+		if (o->json)
+			printf("{\"type\":\"restarting\",\"reconnect_in_ms\":%u,\"try_for_ms\":%u}\n",
+			       m->reconnect_in_ms, m->try_for_ms);
+		else
+			fprintf(stderr, "kderpctl %s: server restarting: reconnect in %u ms, try for %u ms\n", cmd,
+				m->reconnect_in_ms, m->try_for_ms);
+		break;
+	case DERP_FRAME_PEER_GONE:
+		kd_key_nodekey_str(s, m->key);
+		if (o->json)
+			printf("{\"type\":\"peer_gone\",\"key\":\"%s\",\"reason\":%u}\n", s, m->reason);
+		else
+			fprintf(stderr, "kderpctl %s: peer gone %s reason %u\n", cmd, s, m->reason);
+		break;
+	default:
+		return;
+	}
+	fflush(stdout);
+}
+
 /* recv and echo: print (and echo) packets until --count or forever. */
 static int recv_loop(int argc, char **argv, bool echo)
 {
@@ -237,8 +274,10 @@ static int recv_loop(int argc, char **argv, bool echo)
 		err = kd_client_recv(c, &m, o.count ? o.timeout_ms : -1);
 		if (err)
 			break;
-		if (m.type != DERP_FRAME_RECV_PACKET)
+		if (m.type != DERP_FRAME_RECV_PACKET) {
+			print_event(&o, cmd, &m);
 			continue;
+		}
 		got++;
 		print_packet(&o, &m);
 		if (echo) {
@@ -254,7 +293,10 @@ static int recv_loop(int argc, char **argv, bool echo)
 	}
 	if (err)
 		fprintf(stderr, "kderpctl %s: %s after %ld packets\n", cmd,
-			err == -ETIMEDOUT ? "timeout" : strerror(-err), got);
+			err == -ETIMEDOUT ? "timeout"
+			: err == -EPIPE	  ? "server closed the connection"
+					  : strerror(-err),
+			got);
 	kd_client_close(c);
 	return ctl_exit_for(err);
 }
