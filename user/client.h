@@ -7,7 +7,14 @@
  * conveniences with timeouts built on the same state machine.
  *
  * No allocation per packet: one input buffer (grows to DERP_MAX_INFO_LEN + 5
- * at most) and one output buffer (capped at KD_CLIENT_OUT_MAX) per client. */
+ * at most) and one output buffer (capped at KD_CLIENT_OUT_MAX) per client.
+ *
+ * In an epoll loop (level- or edge-triggered): after kd_client_step()
+ * returns 1, and on every EPOLLIN, call kd_client_poll() until it returns
+ * -EAGAIN. Frames may already sit in the client's buffer (or in OpenSSL's)
+ * without the socket signalling again. Arm EPOLLOUT only while
+ * kd_client_want_write(). TLS writes can raise SIGPIPE: ignore it in the
+ * process (plain TCP uses MSG_NOSIGNAL). One client per thread at a time. */
 #ifndef KD_CLIENT_H
 #define KD_CLIENT_H
 
