@@ -52,6 +52,7 @@ struct kd_client {
 	bool has_mesh_key, can_ack_pings, is_prober, no_fast_start, insecure;
 	char *app_name, *ideal_node, *ca_file;
 	uint8_t server_key[DERP_KEY_LEN];
+	struct kd_client_server_info info;
 
 	uint8_t *in;
 	size_t in_start, in_end, in_cap;
@@ -438,6 +439,11 @@ static int open_server_info(struct kd_client *c, const struct kd_client_msg *m)
 	} else {
 		plain[clen - crypto_box_MACBYTES] = '\0';
 		pr_debug("client: ServerInfo %s", (char *)plain);
+		/* the reference client drops a connection whose ServerInfo is not JSON */
+		if (kd_client_parse_server_info((const char *)plain, clen - crypto_box_MACBYTES, &c->info)) {
+			pr_err("client: ServerInfo is not valid JSON");
+			err = -EPROTO;
+		}
 	}
 	free(plain);
 	return err;
@@ -884,6 +890,11 @@ bool kd_client_fast_start(const struct kd_client *c)
 const uint8_t *kd_client_server_key(const struct kd_client *c)
 {
 	return c->st >= ST_WAIT_SERVER_INFO ? c->server_key : NULL;
+}
+
+const struct kd_client_server_info *kd_client_server_info(const struct kd_client *c)
+{
+	return &c->info;
 }
 
 const uint8_t *kd_client_public_key(const struct kd_client *c)

@@ -76,6 +76,8 @@ bool kd_client_established(const struct kd_client *c);
 bool kd_client_fast_start(const struct kd_client *c);
 const uint8_t *kd_client_server_key(const struct kd_client *c);
 const uint8_t *kd_client_public_key(const struct kd_client *c);
+/* What the server said in ServerInfo; zeroes before it arrived. */
+const struct kd_client_server_info *kd_client_server_info(const struct kd_client *c);
 
 /* Sending. A helper appends one frame to the output buffer and, unless
  * corked, writes as much as the socket takes. Returns 0 when the frame is
@@ -139,6 +141,16 @@ int kd_client_parse_http_response(const char *buf, size_t len, int *status, size
 
 /* The ServerKey payload (magic + key + ignored extra): 0 or -EBADMSG. */
 int kd_client_parse_server_key(const uint8_t *payload, size_t len, uint8_t key[static 32]);
+
+/* ServerInfo JSON (spec §5.4). Clients apply the token bucket to their own
+ * sends; this library only reports it. */
+struct kd_client_server_info {
+	int64_t version;
+	int64_t token_bucket_bytes_per_sec, token_bucket_bytes_burst; /* 0: unspecified */
+};
+/* Go's decoding rules: case-insensitive names, unknown fields skipped, null
+ * leaves a field zero, wrong types fail. 0 or -EBADMSG. */
+int kd_client_parse_server_info(const char *json, size_t len, struct kd_client_server_info *si);
 
 /* The ClientInfo JSON for these options into out (NUL-terminated);
  * returns its length or -ENOSPC. Field order as Go clients emit it. */

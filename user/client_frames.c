@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "key.h"
 
 static uint32_t get_be32(const uint8_t *p)
@@ -131,6 +132,44 @@ int kd_client_parse_http_response(const char *buf, size_t len, int *status, size
 		return -EBADMSG;
 	*status = st;
 	*consumed = (size_t)(end - buf);
+	return 0;
+}
+
+int kd_client_parse_server_info(const char *json, size_t len, struct kd_client_server_info *si)
+{
+	struct kd_json js;
+	struct kd_json_str key;
+	int r;
+
+	memset(si, 0, sizeof(*si));
+	if (kd_json_init(&js, json, len, DERP_MAX_INFO_LEN))
+		return -EBADMSG;
+	if (kd_json_peek(&js) == KD_JSON_NULL) {
+		kd_json_get_null(&js);
+		return kd_json_end(&js) ? -EBADMSG : 0;
+	}
+	if (kd_json_object_begin(&js))
+		return -EBADMSG;
+	while ((r = kd_json_object_next(&js, &key)) == 1) {
+		int64_t *dst = NULL;
+
+		if (kd_json_str_eq_ci(&key, "version"))
+			dst = &si->version;
+		else if (kd_json_str_eq_ci(&key, "TokenBucketBytesPerSecond"))
+			dst = &si->token_bucket_bytes_per_sec;
+		else if (kd_json_str_eq_ci(&key, "TokenBucketBytesBurst"))
+			dst = &si->token_bucket_bytes_burst;
+		if (!dst)
+			r = kd_json_skip_value(&js);
+		else if (kd_json_peek(&js) == KD_JSON_NULL)
+			r = kd_json_get_null(&js);
+		else
+			r = kd_json_get_int(&js, dst);
+		if (r)
+			return -EBADMSG;
+	}
+	if (r < 0 || kd_json_end(&js))
+		return -EBADMSG;
 	return 0;
 }
 

@@ -202,6 +202,8 @@ static void replay(const char *c2s_hex, const char *s2c_hex, uint8_t priv_byte, 
 	assert_int_equal(kd_keypair_from_private(&server, spriv), 0);
 	memcpy(skey, kd_client_server_key(c), 32);
 	assert_memory_equal(skey, server.pub, 32);
+	assert_int_equal(kd_client_server_info(c)->version, 2);
+	assert_int_equal(kd_client_server_info(c)->token_bucket_bytes_per_sec, 0);
 
 	/* handshake bytes: the HTTP request and the ClientInfo frame */
 	off = (size_t)(strstr((const char *)c2s, "\r\n\r\n") - (const char *)c2s) + 4;
@@ -459,6 +461,30 @@ static void test_parse_http(void **state)
 	assert_int_equal(kd_client_parse_http_response("SSH-2.0-OpenSSH\r\n\r\n", 19, &st, &used), -EBADMSG);
 	assert_int_equal(kd_client_parse_http_response("HTTP/1.1 1x1 no\r\n\r\n", 19, &st, &used), -EBADMSG);
 	assert_int_equal(kd_client_parse_http_response("HTTP/1.1 101\r\n\r\n", 16, &st, &used), 0);
+}
+
+static void test_parse_server_info(void **state)
+{
+	struct kd_client_server_info si;
+	static const char *bad[] = {
+		"", "{", "{\"version\":\"2\"}", "{\"version\":2.5}", "{\"TokenBucketBytesBurst\":true}",
+		"{\"version\":2} {}", "[2]", "{\"version\":2,}",
+	};
+
+	assert_int_equal(kd_client_parse_server_info("{\"version\":2}", 13, &si), 0);
+	assert_int_equal(si.version, 2);
+	assert_int_equal(kd_client_parse_server_info(
+				 " {\"Version\":2,\"tokenbucketbytespersecond\":1250000,\"TokenBucketBytesBurst\":65568,"
+				 "\"Future\":{\"x\":[1,null]}} ",
+				 105, &si),
+			 0);
+	assert_int_equal(si.token_bucket_bytes_per_sec, 1250000);
+	assert_int_equal(si.token_bucket_bytes_burst, 65568);
+	assert_int_equal(kd_client_parse_server_info("null", 4, &si), 0);
+	assert_int_equal(si.version, 0);
+	assert_int_equal(kd_client_parse_server_info("{\"version\":null}", 16, &si), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(kd_client_parse_server_info(bad[i], strlen(bad[i]), &si), -EBADMSG);
 }
 
 static void test_client_info_json(void **state)
@@ -1044,6 +1070,7 @@ int main(void)
 		cmocka_unit_test(test_parse_peer_forms),
 		cmocka_unit_test(test_parse_misc),
 		cmocka_unit_test(test_parse_http),
+		cmocka_unit_test(test_parse_server_info),
 		cmocka_unit_test(test_client_info_json),
 		cmocka_unit_test(test_url_parse),
 		cmocka_unit_test(test_refused_status),
