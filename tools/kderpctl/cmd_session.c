@@ -110,6 +110,10 @@ int do_probe(int argc, char **argv)
 	if (o.json) {
 		printf("{\"url\":\"%s\",\"ok\":true,", o.pos[0]);
 		print_key_json("server_key", kd_client_server_key(c));
+		printf(",\"server_version\":%lld,\"token_bucket_bytes_per_sec\":%lld,\"token_bucket_bytes_burst\":%lld",
+		       (long long)kd_client_server_info(c)->version,
+		       (long long)kd_client_server_info(c)->token_bucket_bytes_per_sec,
+		       (long long)kd_client_server_info(c)->token_bucket_bytes_burst);
 		printf(",\"fast_start\":%s,\"handshake_ms\":%.3f,\"pings\":%ld,\"rtt_ms\":%.3f,"
 		       "\"rtt_min_ms\":%.3f,\"rtt_max_ms\":%.3f}\n",
 		       kd_client_fast_start(c) ? "true" : "false", hs_ms, pings, rtt_sum / (double)pings,
