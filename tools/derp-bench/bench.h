@@ -7,11 +7,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "bench_payload.h"
 #include "client.h"
 
-/* Payload header every packet carries: receivers check all of it. */
-#define BENCH_HDR_LEN 16 /* u64 seq BE, u32 pair id BE, u32 check BE */
-#define BENCH_MIN_SIZE BENCH_HDR_LEN
+#define BENCH_MIN_SIZE KD_BENCH_HDR_LEN
 
 struct bench_cfg {
 	const char *url, *dial_addr, *ca_file;
@@ -35,8 +34,7 @@ struct bench_pair {
 	bool tx_blocked;
 	/* receiver side (owned by the worker); read by the progress thread */
 	_Atomic uint64_t sent, received, bytes, lost, out_of_order, corrupt;
-	uint64_t expect_seq;
-	uint64_t received_at_stop;
+	struct kd_bench_rx verify;
 };
 
 struct bench_run {
@@ -50,8 +48,6 @@ struct bench_run {
 };
 
 /* worker.c */
-uint32_t bench_check(uint64_t seq, uint32_t pair);
-void bench_fill(uint8_t *buf, size_t size, uint64_t seq, uint32_t pair);
 void *bench_worker(void *arg); /* arg: struct bench_worker_arg */
 struct bench_worker_arg {
 	struct bench_run *run;

@@ -13,55 +13,6 @@
 #include "bench.h"
 #include "log.h"
 
-uint32_t bench_check(uint64_t seq, uint32_t pair)
-{
-	uint64_t x = seq * 0x9e3779b97f4a7c15ull ^ ((uint64_t)pair << 17 | pair);
-
-	x ^= x >> 29;
-	return (uint32_t)(x ^ (x >> 32)) | 1u;
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (uint8_t)v;
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-/* Header plus the check repeated in the last 4 bytes (when there is room), so
- * a truncated or shifted payload is caught without reading all of it. */
-void bench_fill(uint8_t *buf, size_t size, uint64_t seq, uint32_t pair)
-{
-	uint32_t ck = bench_check(seq, pair);
-
-	put_be64(buf, seq);
-	put_be32(buf + 8, pair);
-	put_be32(buf + 12, ck);
-	if (size >= BENCH_HDR_LEN + 4)
-		put_be32(buf + size - 4, ~ck);
-}
-
 struct wctx {
 	struct bench_run *run;
 	const struct bench_cfg *cfg;
@@ -76,49 +27,34 @@ struct wctx {
 
 static void account(struct bench_pair *p, const struct bench_cfg *cfg, const struct kd_client_msg *m)
 {
-	const uint8_t *want_key;
-	uint64_t seq;
-	uint32_t pair, ck;
+	/* raw TCP carries the sender's own SendPacket bytes, addressed to us;
+	 * through a relay they arrive as RecvPacket from the sender */
+	uint8_t want_type = cfg->raw_tcp ? DERP_FRAME_SEND_PACKET : DERP_FRAME_RECV_PACKET;
+	const uint8_t *want_key = cfg->raw_tcp ? p->rx_key.pub : p->tx_key.pub;
+	uint64_t gap;
 
-	if (cfg->raw_tcp) {
-		/* the sender's own SendPacket bytes, addressed to us */
-		if (m->type != DERP_FRAME_SEND_PACKET)
-			return;
-		want_key = p->rx_key.pub;
-		if (m->len < 32) {
-			atomic_fetch_add_explicit(&p->corrupt, 1, memory_order_relaxed);
-			return;
-		}
-	} else {
-		if (m->type != DERP_FRAME_RECV_PACKET)
-			return;
-		want_key = p->tx_key.pub;
-	}
-	const uint8_t *key = m->payload, *data = m->payload + 32;
-	size_t len = m->len - 32;
-
-	if (len != (size_t)cfg->size || memcmp(key, want_key, 32) != 0) {
+	if (m->type != want_type)
+		return;
+	if (m->len < 32) {
 		atomic_fetch_add_explicit(&p->corrupt, 1, memory_order_relaxed);
 		return;
 	}
-	seq = get_be64(data);
-	pair = get_be32(data + 8);
-	ck = get_be32(data + 12);
-	if (pair != p->id || ck != bench_check(seq, pair) ||
-	    (len >= BENCH_HDR_LEN + 4 && get_be32(data + len - 4) != ~ck)) {
+	switch (kd_bench_verify(&p->verify, p->id, (size_t)cfg->size, want_key, m->payload, m->payload + 32,
+				m->len - 32, &gap)) {
+	case KD_BENCH_CORRUPT:
 		atomic_fetch_add_explicit(&p->corrupt, 1, memory_order_relaxed);
 		return;
-	}
-	if (seq == p->expect_seq) {
-		p->expect_seq++;
-	} else if (seq > p->expect_seq) {
-		atomic_fetch_add_explicit(&p->lost, seq - p->expect_seq, memory_order_relaxed);
-		p->expect_seq = seq + 1;
-	} else {
+	case KD_BENCH_GAP:
+		atomic_fetch_add_explicit(&p->lost, gap, memory_order_relaxed);
+		break;
+	case KD_BENCH_LATE:
 		atomic_fetch_add_explicit(&p->out_of_order, 1, memory_order_relaxed);
+		break;
+	case KD_BENCH_IN_ORDER:
+		break;
 	}
 	atomic_fetch_add_explicit(&p->received, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&p->bytes, len, memory_order_relaxed);
+	atomic_fetch_add_explicit(&p->bytes, m->len - 32, memory_order_relaxed);
 }
 
 static int drain_rx(struct wctx *w, struct bench_pair *p)
@@ -179,7 +115,7 @@ static int pump(struct wctx *w, struct bench_pair *p, double dt_s, bool generate
 		const uint8_t *dst = p->rx_key.pub;
 
 		for (uint64_t i = 0; i < n && kd_client_out_pending(p->tx) < batch; i++) {
-			bench_fill(w->scratch, (size_t)w->cfg->size, p->next_seq, p->id);
+			kd_bench_fill(w->scratch, (size_t)w->cfg->size, p->next_seq, p->id);
 			err = kd_client_send_packet(p->tx, dst, w->scratch, (size_t)w->cfg->size);
 			if (err == -ENOBUFS)
 				break;
