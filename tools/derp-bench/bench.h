@@ -28,13 +28,13 @@ struct bench_pair {
 	struct kd_client *tx, *rx;
 	struct kd_keypair tx_key, rx_key;
 	int worker;
-	/* sender side (owned by the worker) */
+	/* sender side, owned by the pair's worker */
 	uint64_t next_seq;
 	double tokens;
 	bool tx_blocked;
-	/* receiver side (owned by the worker); read by the progress thread */
+	struct kd_bench_rx verify; /* receiver side, same worker */
+	/* written by the worker, read by the progress and report code */
 	_Atomic uint64_t sent, received, bytes, lost, out_of_order, corrupt;
-	struct kd_bench_rx verify;
 };
 
 struct bench_run {
@@ -43,8 +43,6 @@ struct bench_run {
 	int npairs;
 	atomic_bool stop_tx;   /* senders stop generating */
 	atomic_bool stop_all;  /* workers exit */
-	int64_t t_start_ms;
-	int setup_err;
 };
 
 /* worker.c */
