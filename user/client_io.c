@@ -18,8 +18,11 @@
 static ssize_t io_read(struct kd_client *c, void *buf, size_t n)
 {
 	if (c->ssl) {
-		int r = SSL_read(c->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+		int r;
 
+		/* a read that needed to write (key update) is retried by reading */
+		c->ssl_want_write = false;
+		r = SSL_read(c->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
 		if (r > 0)
 			return r;
 		switch (SSL_get_error(c->ssl, r)) {
