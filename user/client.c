@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-/* The DERP client connection: handshake state machine, buffers, transport. */
-#include "client.h"
+/* The DERP client connection: dialling, the handshake state machine, lifecycle
+ * and accessors. Bytes in and out are in client_io.c. */
+#include "client_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,44 +21,6 @@
 
 #include "client_tls.h"
 #include "log.h"
-
-#define IN_INITIAL (128u << 10)
-#define IN_MAX (DERP_MAX_INFO_LEN + DERP_FRAME_HDR_LEN)
-#define OUT_INITIAL (64u << 10)
-#define HTTP_HEAD_MAX (16u << 10)
-#define DEFAULT_TIMEOUT_MS 10000
-
-enum kd_client_state {
-	ST_TCP_CONNECT,
-	ST_TLS,
-	ST_READ_RESPONSE,  /* HTTP 101 */
-	ST_READ_SERVER_KEY,
-	ST_WAIT_SERVER_INFO,
-	ST_ESTABLISHED,
-	ST_FAILED,
-};
-
-struct kd_client {
-	int fd;
-	SSL *ssl;
-	bool ssl_want_write;
-	enum kd_client_state st;
-	int err; /* sticky once failed */
-	int64_t deadline_ms;
-	bool fast_start, cork, auto_pong, eof;
-
-	struct kd_client_url url;
-	struct kd_keypair key;
-	uint8_t mesh_key[DERP_KEY_LEN];
-	bool has_mesh_key, can_ack_pings, is_prober, no_fast_start, insecure;
-	char *app_name, *ideal_node, *ca_file;
-	uint8_t server_key[DERP_KEY_LEN];
-
-	uint8_t *in;
-	size_t in_start, in_end, in_cap;
-	uint8_t *out;
-	size_t out_off, out_len, out_cap;
-};
 
 static void default_random(void *buf, size_t len)
 {
@@ -79,298 +42,9 @@ int64_t kd_client_clock_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* ---- transport ---------------------------------------------------------- */
-
-/* >0 bytes, 0 EOF, -EAGAIN, -errno */
-static ssize_t io_read(struct kd_client *c, void *buf, size_t n)
-{
-	if (c->ssl) {
-		int r = SSL_read(c->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
-
-		if (r > 0)
-			return r;
-		switch (SSL_get_error(c->ssl, r)) {
-		case SSL_ERROR_WANT_READ:
-			return -EAGAIN;
-		case SSL_ERROR_WANT_WRITE:
-			c->ssl_want_write = true;
-			return -EAGAIN;
-		case SSL_ERROR_ZERO_RETURN:
-			return 0;
-		case SSL_ERROR_SYSCALL:
-			ERR_clear_error();
-			return errno && errno != EAGAIN ? -errno : 0;
-		default:
-			ERR_clear_error();
-			return -EPROTO;
-		}
-	}
-	for (;;) {
-		ssize_t r = recv(c->fd, buf, n, 0);
-
-		if (r >= 0)
-			return r;
-		if (errno == EINTR)
-			continue;
-		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	}
-}
-
-/* >0 bytes, -EAGAIN, -errno */
-static ssize_t io_write(struct kd_client *c, const void *buf, size_t n)
-{
-	if (c->ssl) {
-		int r = SSL_write(c->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
-
-		c->ssl_want_write = false;
-		if (r > 0)
-			return r;
-		switch (SSL_get_error(c->ssl, r)) {
-		case SSL_ERROR_WANT_WRITE:
-			c->ssl_want_write = true;
-			return -EAGAIN;
-		case SSL_ERROR_WANT_READ:
-			return -EAGAIN;
-		case SSL_ERROR_SYSCALL:
-			ERR_clear_error();
-			return errno ? -errno : -EPIPE;
-		default:
-			ERR_clear_error();
-			return -EPROTO;
-		}
-	}
-	for (;;) {
-		ssize_t r = send(c->fd, buf, n, MSG_NOSIGNAL);
-
-		if (r >= 0)
-			return r;
-		if (errno == EINTR)
-			continue;
-		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	}
-}
-
-/* ---- output buffer ------------------------------------------------------ */
-
-static int out_reserve(struct kd_client *c, size_t n)
-{
-	size_t need, cap;
-	uint8_t *p;
-
-	if (c->out_off == c->out_len)
-		c->out_off = c->out_len = 0;
-	if (c->out_cap - c->out_len >= n)
-		return 0;
-	if (c->out_off > 0) {
-		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
-		c->out_len -= c->out_off;
-		c->out_off = 0;
-		if (c->out_cap - c->out_len >= n)
-			return 0;
-	}
-	need = c->out_len + n;
-	if (need > KD_CLIENT_OUT_MAX)
-		return -ENOBUFS;
-	cap = c->out_cap ? c->out_cap : OUT_INITIAL;
-	while (cap < need)
-		cap *= 2;
-	if (cap > KD_CLIENT_OUT_MAX)
-		cap = KD_CLIENT_OUT_MAX;
-	p = realloc(c->out, cap);
-	if (!p)
-		return -ENOMEM;
-	c->out = p;
-	c->out_cap = cap;
-	return 0;
-}
-
-int kd_client_flush(struct kd_client *c)
-{
-	if (c->err)
-		return c->err;
-	while (c->out_off < c->out_len) {
-		ssize_t r = io_write(c, c->out + c->out_off, c->out_len - c->out_off);
-
-		if (r == -EAGAIN)
-			return -EAGAIN;
-		if (r < 0)
-			return (int)r;
-		c->out_off += (size_t)r;
-	}
-	c->out_off = c->out_len = 0;
-	return 0;
-}
-
-size_t kd_client_out_pending(const struct kd_client *c)
-{
-	return c->out_len - c->out_off;
-}
-
-void kd_client_cork(struct kd_client *c, bool on)
-{
-	c->cork = on;
-}
-
-/* Queue one frame made of a header and up to three parts. */
-static int queue_frame(struct kd_client *c, uint8_t type, const void *a, size_t alen, const void *b,
-		       size_t blen, const void *d, size_t dlen)
-{
-	size_t n = alen + blen + dlen;
-	uint8_t *p;
-	int err;
-
-	if (c->err)
-		return c->err;
-	err = out_reserve(c, DERP_FRAME_HDR_LEN + n);
-	if (err)
-		return err;
-	p = c->out + c->out_len;
-	derp_hdr_put((struct derp_frame_hdr *)p, type, (uint32_t)n);
-	p += DERP_FRAME_HDR_LEN;
-	if (alen)
-		memcpy(p, a, alen);
-	if (blen)
-		memcpy(p + alen, b, blen);
-	if (dlen)
-		memcpy(p + alen + blen, d, dlen);
-	c->out_len += DERP_FRAME_HDR_LEN + n;
-	return 0;
-}
-
-static int after_queue(struct kd_client *c, int err)
-{
-	if (err)
-		return err;
-	if (c->cork || c->st != ST_ESTABLISHED)
-		return 0;
-	err = kd_client_flush(c);
-	return err == -EAGAIN ? 0 : err;
-}
-
-int kd_client_send_packet(struct kd_client *c, const uint8_t dst[32], const void *data, size_t len)
-{
-	if (len > DERP_MAX_PACKET)
-		return -EINVAL;
-	return after_queue(c, queue_frame(c, DERP_FRAME_SEND_PACKET, dst, DERP_KEY_LEN, data, len, NULL, 0));
-}
-
-int kd_client_forward_packet(struct kd_client *c, const uint8_t src[32], const uint8_t dst[32],
-			     const void *data, size_t len)
-{
-	if (len > DERP_MAX_PACKET)
-		return -EINVAL;
-	return after_queue(c, queue_frame(c, DERP_FRAME_FORWARD_PACKET, src, DERP_KEY_LEN, dst,
-					  DERP_KEY_LEN, data, len));
-}
-
-int kd_client_note_preferred(struct kd_client *c, bool preferred)
-{
-	uint8_t v = preferred ? 1 : 0;
-
-	return after_queue(c, queue_frame(c, DERP_FRAME_NOTE_PREFERRED, &v, 1, NULL, 0, NULL, 0));
-}
-
-int kd_client_send_ping(struct kd_client *c, const uint8_t data[8])
-{
-	return after_queue(c, queue_frame(c, DERP_FRAME_PING, data, DERP_PING_LEN, NULL, 0, NULL, 0));
-}
-
-int kd_client_send_pong(struct kd_client *c, const uint8_t data[8])
-{
-	return after_queue(c, queue_frame(c, DERP_FRAME_PONG, data, DERP_PING_LEN, NULL, 0, NULL, 0));
-}
-
-int kd_client_watch_conns(struct kd_client *c)
-{
-	return after_queue(c, queue_frame(c, DERP_FRAME_WATCH_CONNS, NULL, 0, NULL, 0, NULL, 0));
-}
-
-int kd_client_close_peer(struct kd_client *c, const uint8_t key[32])
-{
-	return after_queue(c, queue_frame(c, DERP_FRAME_CLOSE_PEER, key, DERP_KEY_LEN, NULL, 0, NULL, 0));
-}
-
-int kd_client_send_raw(struct kd_client *c, const void *bytes, size_t len)
-{
-	int err;
-
-	if (c->err)
-		return c->err;
-	err = out_reserve(c, len);
-	if (err)
-		return err;
-	memcpy(c->out + c->out_len, bytes, len);
-	c->out_len += len;
-	return after_queue(c, 0);
-}
-
-/* ---- input buffer ------------------------------------------------------- */
-
-/* Make room for `want` bytes of unread data in total. */
-static int in_reserve(struct kd_client *c, size_t want)
-{
-	size_t cap;
-	uint8_t *p;
-
-	if (c->in_start == c->in_end)
-		c->in_start = c->in_end = 0;
-	if (c->in_cap - c->in_start >= want && c->in_end < c->in_cap)
-		return 0;
-	if (c->in_start > 0) {
-		memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
-		c->in_end -= c->in_start;
-		c->in_start = 0;
-		if (c->in_cap >= want && c->in_end < c->in_cap)
-			return 0;
-	}
-	if (want > IN_MAX)
-		return -EMSGSIZE;
-	cap = c->in_cap ? c->in_cap : IN_INITIAL;
-	while (cap < want)
-		cap *= 2;
-	if (cap > IN_MAX)
-		cap = IN_MAX;
-	if (cap == c->in_cap)
-		return 0;
-	p = realloc(c->in, cap);
-	if (!p)
-		return -ENOMEM;
-	c->in = p;
-	c->in_cap = cap;
-	return 0;
-}
-
-/* One read into the input buffer: >0, 0 EOF, -EAGAIN, -errno. */
-static ssize_t fill(struct kd_client *c, size_t want)
-{
-	ssize_t r;
-	int err = in_reserve(c, want);
-
-	if (err)
-		return err;
-	if (c->in_end == c->in_cap)
-		return -ENOBUFS;
-	r = io_read(c, c->in + c->in_end, c->in_cap - c->in_end);
-	if (r > 0)
-		c->in_end += (size_t)r;
-	else if (r == 0)
-		c->eof = true;
-	return r;
-}
-
-/* How many unread bytes the frame at the head needs in total. */
-static size_t frame_want(const struct kd_client *c)
-{
-	size_t have = c->in_end - c->in_start;
-
-	if (have < DERP_FRAME_HDR_LEN)
-		return DERP_FRAME_HDR_LEN;
-	return DERP_FRAME_HDR_LEN + derp_hdr_len((const void *)(c->in + c->in_start));
-}
-
 /* ---- handshake ---------------------------------------------------------- */
 
-static int fail(struct kd_client *c, int err)
+int kd_client_fail(struct kd_client *c, int err)
 {
 	if (!c->err) {
 		c->err = err;
@@ -415,7 +89,7 @@ static int queue_client_info(struct kd_client *c)
 	random_fn(nonce, sizeof(nonce));
 	if (crypto_box_easy(box, (const uint8_t *)json, (size_t)jlen, nonce, c->server_key, c->key.priv))
 		return -EPROTO;
-	return queue_frame(c, DERP_FRAME_CLIENT_INFO, c->key.pub, DERP_KEY_LEN, nonce, sizeof(nonce),
+	return kd_client_queue_frame(c, DERP_FRAME_CLIENT_INFO, c->key.pub, DERP_KEY_LEN, nonce, sizeof(nonce),
 			   box, (size_t)jlen + crypto_box_MACBYTES);
 }
 
@@ -438,6 +112,11 @@ static int open_server_info(struct kd_client *c, const struct kd_client_msg *m)
 	} else {
 		plain[clen - crypto_box_MACBYTES] = '\0';
 		pr_debug("client: ServerInfo %s", (char *)plain);
+		/* the reference client drops a connection whose ServerInfo is not JSON */
+		if (kd_client_parse_server_info((const char *)plain, clen - crypto_box_MACBYTES, &c->info)) {
+			pr_err("client: ServerInfo is not valid JSON");
+			err = -EPROTO;
+		}
 	}
 	free(plain);
 	return err;
@@ -492,7 +171,7 @@ static int hs_tcp_connect(struct kd_client *c)
  * more bytes, 1 established, -errno. */
 static int hs_consume(struct kd_client *c)
 {
-	const uint8_t *buf = c->in + c->in_start;
+	const uint8_t *buf = c->in ? c->in + c->in_start : NULL;
 	size_t have = c->in_end - c->in_start, used;
 	struct kd_client_msg m;
 	int err, status;
@@ -563,7 +242,7 @@ int kd_client_step(struct kd_client *c)
 	if (c->err)
 		return c->err;
 	if (c->deadline_ms && kd_client_clock_ms() >= c->deadline_ms)
-		return fail(c, -ETIMEDOUT);
+		return kd_client_fail(c, -ETIMEDOUT);
 
 	for (;;) {
 		switch (c->st) {
@@ -572,14 +251,14 @@ int kd_client_step(struct kd_client *c)
 			if (err == -EAGAIN)
 				return 0;
 			if (err)
-				return fail(c, err);
+				return kd_client_fail(c, err);
 			continue;
 		case ST_TLS:
 			err = hs_tls(c);
 			if (err == -EAGAIN)
 				return 0;
 			if (err)
-				return fail(c, err);
+				return kd_client_fail(c, err);
 			continue;
 		case ST_ESTABLISHED:
 			return 1;
@@ -590,36 +269,38 @@ int kd_client_step(struct kd_client *c)
 		}
 		err = kd_client_flush(c);
 		if (err && err != -EAGAIN)
-			return fail(c, err == -EPIPE || err == -ECONNRESET ? -ECONNABORTED : err);
+			return kd_client_fail(c, err == -EPIPE || err == -ECONNRESET ? -ECONNABORTED : err);
 		err = hs_consume(c);
 		if (err == 1) {
 			/* anything queued behind the handshake goes out now */
 			err = kd_client_flush(c);
 			if (err && err != -EAGAIN)
-				return fail(c, err);
+				return kd_client_fail(c, err);
 			return 1;
 		}
 		if (err == 0)
 			continue;
 		if (err != -EAGAIN)
-			return fail(c, err);
-		ssize_t r = fill(c, c->st == ST_READ_RESPONSE ? HTTP_HEAD_MAX : frame_want(c));
+			return kd_client_fail(c, err);
+		ssize_t r = kd_client_fill(c, c->st == ST_READ_RESPONSE ? HTTP_HEAD_MAX : kd_client_frame_want(c));
 		if (r == -EAGAIN)
 			return 0;
 		if (r == 0 || r == -ECONNRESET || r == -EPIPE) {
 			pr_debug("client: %s closed the connection during the handshake",
 				 c->url.host_header);
-			return fail(c, -ECONNABORTED);
+			return kd_client_fail(c, -ECONNABORTED);
 		}
 		if (r < 0)
-			return fail(c, r == -EMSGSIZE || r == -ENOBUFS ? -EPROTO : (int)r);
+			return kd_client_fail(c, r == -EMSGSIZE || r == -ENOBUFS ? -EPROTO : (int)r);
 	}
 }
 
-static int dial(struct kd_client *c, const char *dial_addr)
+/* Connects (non-blocking) to the idx-th address the name resolves to;
+ * -ENOENT past the last one. */
+static int dial(struct kd_client *c, const char *dial_addr, int idx)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
-	struct addrinfo *res = NULL;
+	struct addrinfo *res = NULL, *ai;
 	char host[256], port[8];
 	int fd, err, one = 1;
 
@@ -649,14 +330,20 @@ static int dial(struct kd_client *c, const char *dial_addr)
 		pr_err("client: resolve %s: %s", host, gai_strerror(err));
 		return -EHOSTUNREACH;
 	}
-	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	for (ai = res; ai && idx > 0; ai = ai->ai_next)
+		idx--;
+	if (!ai) {
+		freeaddrinfo(res);
+		return -ENOENT;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		err = -errno;
 		freeaddrinfo(res);
 		return err;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(fd, res->ai_addr, res->ai_addrlen) < 0 && errno != EINPROGRESS) {
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
 		err = -errno;
 		freeaddrinfo(res);
 		close(fd);
@@ -720,7 +407,7 @@ err_free:
 	return err;
 }
 
-int kd_client_start(struct kd_client **out, const struct kd_client_opts *o)
+static int start_at(struct kd_client **out, const struct kd_client_opts *o, int idx)
 {
 	struct kd_client *c;
 	int err = client_new(&c, o);
@@ -728,7 +415,7 @@ int kd_client_start(struct kd_client **out, const struct kd_client_opts *o)
 	*out = NULL;
 	if (err)
 		return err;
-	err = dial(c, o->dial_addr);
+	err = dial(c, o->dial_addr, idx);
 	if (err) {
 		kd_client_close(c);
 		return err;
@@ -736,6 +423,11 @@ int kd_client_start(struct kd_client **out, const struct kd_client_opts *o)
 	c->st = ST_TCP_CONNECT;
 	*out = c;
 	return 0;
+}
+
+int kd_client_start(struct kd_client **out, const struct kd_client_opts *o)
+{
+	return start_at(out, o, 0);
 }
 
 int kd_client_start_fd(struct kd_client **out, const struct kd_client_opts *o, int fd)
@@ -753,48 +445,76 @@ int kd_client_start_fd(struct kd_client **out, const struct kd_client_opts *o, i
 	return 0;
 }
 
-static int wait_fd(struct kd_client *c, bool want_write, int64_t deadline)
+int kd_client_attach_fd(struct kd_client **out, int fd, const struct kd_keypair *key)
 {
-	struct pollfd pfd = {.fd = c->fd, .events = POLLIN | (want_write ? POLLOUT : 0)};
-	int64_t left = deadline < 0 ? -1 : deadline - kd_client_clock_ms();
-	int r;
+	struct kd_client *c = calloc(1, sizeof(*c));
 
-	if (deadline >= 0 && left <= 0)
-		return -ETIMEDOUT;
-	do {
-		r = poll(&pfd, 1, left > INT32_MAX ? INT32_MAX : (int)left);
-	} while (r < 0 && errno == EINTR);
-	if (r < 0)
-		return -errno;
-	return r == 0 ? -ETIMEDOUT : 0;
+	*out = NULL;
+	if (!c)
+		return -ENOMEM;
+	c->fd = fd;
+	if (key)
+		c->key = *key;
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	snprintf(c->url.host_header, sizeof(c->url.host_header), "raw");
+	c->st = ST_ESTABLISHED;
+	*out = c;
+	return 0;
+}
+
+static bool try_next_address(int err)
+{
+	return err == -ECONNREFUSED || err == -ENETUNREACH || err == -EHOSTUNREACH || err == -EADDRNOTAVAIL ||
+	       err == -EAFNOSUPPORT;
 }
 
 int kd_client_connect(struct kd_client **out, const struct kd_client_opts *o)
 {
-	struct kd_client *c;
-	int err = kd_client_start(&c, o);
+	struct kd_client_opts opts = *o;
+	int64_t deadline = kd_client_clock_ms() + (o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS);
+	int first_err = 0;
 
 	*out = NULL;
-	if (err)
-		return err;
-	for (;;) {
-		err = kd_client_step(c);
-		if (err == 1)
-			break;
-		if (err < 0)
-			goto err_close;
-		err = wait_fd(c, kd_client_want_write(c), c->deadline_ms);
-		if (err == -ETIMEDOUT)
-			continue; /* kd_client_step reports the deadline */
-		if (err)
-			goto err_close;
-	}
-	*out = c;
-	return 0;
+	/* "localhost" may resolve to ::1 first while the server is on 127.0.0.1:
+	 * a refused address moves on to the next one, within one budget */
+	for (int idx = 0;; idx++) {
+		struct kd_client *c;
+		int64_t left = deadline - kd_client_clock_ms();
+		int err;
 
-err_close:
-	kd_client_close(c);
-	return err;
+		if (left <= 0)
+			return first_err ? first_err : -ETIMEDOUT;
+		opts.timeout_ms = (int)left;
+		err = start_at(&c, &opts, idx);
+		if (err == -ENOENT && idx > 0)
+			return first_err;
+		if (err) {
+			if (!first_err)
+				first_err = err;
+			if (try_next_address(err))
+				continue;
+			return err;
+		}
+		for (;;) {
+			err = kd_client_step(c);
+			if (err == 1) {
+				*out = c;
+				return 0;
+			}
+			if (err == 0) {
+				err = kd_client_wait_fd(c, kd_client_want_write(c), c->deadline_ms);
+				if (err == -ETIMEDOUT)
+					continue; /* kd_client_step reports the deadline */
+			}
+			if (err)
+				break;
+		}
+		kd_client_close(c);
+		if (!first_err)
+			first_err = err;
+		if (!try_next_address(err))
+			return err;
+	}
 }
 
 /* ---- accessors ---------------------------------------------------------- */
@@ -829,86 +549,14 @@ const uint8_t *kd_client_server_key(const struct kd_client *c)
 	return c->st >= ST_WAIT_SERVER_INFO ? c->server_key : NULL;
 }
 
+const struct kd_client_server_info *kd_client_server_info(const struct kd_client *c)
+{
+	return &c->info;
+}
+
 const uint8_t *kd_client_public_key(const struct kd_client *c)
 {
 	return c->key.pub;
-}
-
-/* ---- receiving ---------------------------------------------------------- */
-
-int kd_client_poll(struct kd_client *c, struct kd_client_msg *m)
-{
-	if (c->err)
-		return c->err;
-	if (c->st != ST_ESTABLISHED)
-		return -ENOTCONN;
-	for (;;) {
-		size_t used;
-		int err = kd_client_parse_frame(c->in + c->in_start, c->in_end - c->in_start, m, &used);
-
-		if (err == 0) {
-			c->in_start += used;
-			if (m->type == DERP_FRAME_PING && c->auto_pong) {
-				int e = queue_frame(c, DERP_FRAME_PONG, m->data, DERP_PING_LEN, NULL, 0, NULL, 0);
-
-				/* best effort, as the reference: a full buffer drops the pong */
-				if (!e && !c->cork)
-					kd_client_flush(c);
-			}
-			return 0;
-		}
-		if (err == -EBADMSG) {
-			c->in_start += used;
-			continue;
-		}
-		if (err == -EMSGSIZE)
-			return fail(c, -EPROTO);
-		if (c->eof)
-			return -EPIPE;
-		ssize_t r = fill(c, frame_want(c));
-		if (r == 0)
-			return -EPIPE;
-		if (r < 0)
-			return r == -EAGAIN ? -EAGAIN : fail(c, (int)r);
-	}
-}
-
-int kd_client_recv(struct kd_client *c, struct kd_client_msg *m, int timeout_ms)
-{
-	int64_t deadline = timeout_ms < 0 ? -1 : kd_client_clock_ms() + timeout_ms;
-
-	for (;;) {
-		int err = kd_client_poll(c, m);
-
-		if (err != -EAGAIN)
-			return err;
-		/* TLS may hold decrypted bytes the socket no longer signals */
-		if (c->ssl && SSL_pending(c->ssl) > 0)
-			continue;
-		if (c->out_off < c->out_len) {
-			err = kd_client_flush(c);
-			if (err && err != -EAGAIN)
-				return err;
-		}
-		err = wait_fd(c, kd_client_want_write(c), deadline);
-		if (err)
-			return err;
-	}
-}
-
-int kd_client_flush_wait(struct kd_client *c, int timeout_ms)
-{
-	int64_t deadline = timeout_ms < 0 ? -1 : kd_client_clock_ms() + timeout_ms;
-
-	for (;;) {
-		int err = kd_client_flush(c);
-
-		if (err != -EAGAIN)
-			return err;
-		err = wait_fd(c, true, deadline);
-		if (err)
-			return err;
-	}
 }
 
 void kd_client_close(struct kd_client *c)

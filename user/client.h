@@ -7,7 +7,14 @@
  * conveniences with timeouts built on the same state machine.
  *
  * No allocation per packet: one input buffer (grows to DERP_MAX_INFO_LEN + 5
- * at most) and one output buffer (capped at KD_CLIENT_OUT_MAX) per client. */
+ * at most) and one output buffer (capped at KD_CLIENT_OUT_MAX) per client.
+ *
+ * In an epoll loop (level- or edge-triggered): after kd_client_step()
+ * returns 1, and on every EPOLLIN, call kd_client_poll() until it returns
+ * -EAGAIN. Frames may already sit in the client's buffer (or in OpenSSL's)
+ * without the socket signalling again. Arm EPOLLOUT only while
+ * kd_client_want_write(). TLS writes can raise SIGPIPE: ignore it in the
+ * process (plain TCP uses MSG_NOSIGNAL). One client per thread at a time. */
 #ifndef KD_CLIENT_H
 #define KD_CLIENT_H
 
@@ -41,7 +48,8 @@ struct kd_client_opts {
 /* Blocking: TCP (+TLS), GET /derp, 101, ServerKey, ClientInfo, ServerInfo.
  * Errors: -ECONNREFUSED (nobody listening), -ETIMEDOUT, -ECONNABORTED (the
  * server closed during the handshake: refused), -EPROTO (not a DERP server:
- * non-101 status, bad frame, ServerInfo that does not open), -EINVAL (opts),
+ * non-101 status, bad frame, ServerInfo that does not open), -EKEYREJECTED
+ * (https: the certificate does not verify), -EINVAL (opts),
  * -EHOSTUNREACH/-ENOENT (name resolution), other -errno. *out NULL on error. */
 int kd_client_connect(struct kd_client **out, const struct kd_client_opts *o);
 
@@ -56,6 +64,9 @@ int kd_client_step(struct kd_client *c);
 /* As kd_client_start() on an already connected stream socket the client
  * takes over (tests: a socketpair; the URL still names Host and scheme). */
 int kd_client_start_fd(struct kd_client **out, const struct kd_client_opts *o, int fd);
+/* An already established client on a stream that needs no handshake: the
+ * raw-TCP baseline of derp-bench and tests. Takes the fd; key may be NULL. */
+int kd_client_attach_fd(struct kd_client **out, int fd, const struct kd_keypair *key);
 int kd_client_fd(const struct kd_client *c);
 bool kd_client_want_write(const struct kd_client *c);
 /* Handshake deadline on CLOCK_MONOTONIC in ms; 0 once established. */
@@ -65,6 +76,8 @@ bool kd_client_established(const struct kd_client *c);
 bool kd_client_fast_start(const struct kd_client *c);
 const uint8_t *kd_client_server_key(const struct kd_client *c);
 const uint8_t *kd_client_public_key(const struct kd_client *c);
+/* What the server said in ServerInfo; zeroes before it arrived. */
+const struct kd_client_server_info *kd_client_server_info(const struct kd_client *c);
 
 /* Sending. A helper appends one frame to the output buffer and, unless
  * corked, writes as much as the socket takes. Returns 0 when the frame is
@@ -128,6 +141,16 @@ int kd_client_parse_http_response(const char *buf, size_t len, int *status, size
 
 /* The ServerKey payload (magic + key + ignored extra): 0 or -EBADMSG. */
 int kd_client_parse_server_key(const uint8_t *payload, size_t len, uint8_t key[static 32]);
+
+/* ServerInfo JSON (spec §5.4). Clients apply the token bucket to their own
+ * sends; this library only reports it. */
+struct kd_client_server_info {
+	int64_t version;
+	int64_t token_bucket_bytes_per_sec, token_bucket_bytes_burst; /* 0: unspecified */
+};
+/* Go's decoding rules: case-insensitive names, unknown fields skipped, null
+ * leaves a field zero, wrong types fail. 0 or -EBADMSG. */
+int kd_client_parse_server_info(const char *json, size_t len, struct kd_client_server_info *si);
 
 /* The ClientInfo JSON for these options into out (NUL-terminated);
  * returns its length or -ENOSPC. Field order as Go clients emit it. */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "key.h"
 
 static uint32_t get_be32(const uint8_t *p)
@@ -22,7 +23,7 @@ int kd_client_parse_frame(const uint8_t *buf, size_t len, struct kd_client_msg *
 	const uint8_t *p;
 	uint32_t n;
 
-	if (len < DERP_FRAME_HDR_LEN)
+	if (!buf || len < DERP_FRAME_HDR_LEN)
 		return -EAGAIN;
 	n = derp_hdr_len(h);
 	if (n > DERP_MAX_INFO_LEN)
@@ -106,6 +107,8 @@ int kd_client_parse_http_response(const char *buf, size_t len, int *status, size
 
 	/* status line "HTTP/1.x NNN" must be plausible before we wait for more */
 	static const char pfx[] = "HTTP/1.";
+	if (len == 0)
+		return -EAGAIN;
 	size_t cmp = len < sizeof(pfx) - 1 ? len : sizeof(pfx) - 1;
 	if (cmp && memcmp(buf, pfx, cmp) != 0) /* buf may be NULL when len is 0 */
 		return -EBADMSG;
@@ -129,6 +132,44 @@ int kd_client_parse_http_response(const char *buf, size_t len, int *status, size
 		return -EBADMSG;
 	*status = st;
 	*consumed = (size_t)(end - buf);
+	return 0;
+}
+
+int kd_client_parse_server_info(const char *json, size_t len, struct kd_client_server_info *si)
+{
+	struct kd_json js;
+	struct kd_json_str key;
+	int r;
+
+	memset(si, 0, sizeof(*si));
+	if (kd_json_init(&js, json, len, DERP_MAX_INFO_LEN))
+		return -EBADMSG;
+	if (kd_json_peek(&js) == KD_JSON_NULL) {
+		kd_json_get_null(&js);
+		return kd_json_end(&js) ? -EBADMSG : 0;
+	}
+	if (kd_json_object_begin(&js))
+		return -EBADMSG;
+	while ((r = kd_json_object_next(&js, &key)) == 1) {
+		int64_t *dst = NULL;
+
+		if (kd_json_str_eq_ci(&key, "version"))
+			dst = &si->version;
+		else if (kd_json_str_eq_ci(&key, "TokenBucketBytesPerSecond"))
+			dst = &si->token_bucket_bytes_per_sec;
+		else if (kd_json_str_eq_ci(&key, "TokenBucketBytesBurst"))
+			dst = &si->token_bucket_bytes_burst;
+		if (!dst)
+			r = kd_json_skip_value(&js);
+		else if (kd_json_peek(&js) == KD_JSON_NULL)
+			r = kd_json_get_null(&js);
+		else
+			r = kd_json_get_int(&js, dst);
+		if (r)
+			return -EBADMSG;
+	}
+	if (r < 0 || kd_json_end(&js))
+		return -EBADMSG;
 	return 0;
 }
 

@@ -96,7 +96,9 @@ int kd_client_tls_handshake(SSL *ssl, bool *want_write)
 		else
 			pr_err("tls: handshake failed: %s", e ? buf : "connection closed");
 		ERR_clear_error();
-		return e || v != X509_V_OK ? -EPROTO : -ECONNABORTED;
+		if (v != X509_V_OK)
+			return -EKEYREJECTED;
+		return e ? -EPROTO : -ECONNABORTED;
 	}
 	}
 }

@@ -12,8 +12,9 @@
  * host against ca_file (NULL: system roots) unless insecure; SNI only for
  * names, never for IP literals. 0 or -errno; *out NULL on error. */
 int kd_client_tls_new(SSL **out, int fd, const char *host, const char *ca_file, bool insecure);
-/* One handshake step: 0 done, -EAGAIN (*want_write says which way), -EPROTO
- * for a TLS or verification failure. */
+/* One handshake step: 0 done, -EAGAIN (*want_write says which way),
+ * -EKEYREJECTED when the certificate does not verify, -EPROTO for another TLS
+ * failure, -ECONNABORTED when the peer hung up. */
 int kd_client_tls_handshake(SSL *ssl, bool *want_write);
 /* After the handshake: true when TLS 1.3 and a "derpkey<hex>" certificate
  * with a non-zero serial ≤ 255 was presented; key filled. */

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* The client's parsers on arbitrary bytes: a stream of frames (as
  * kd_client_poll walks it), the HTTP response head, the ServerKey payload
- * and the URL splitter. */
+ * the ServerInfo JSON and the URL splitter. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -44,6 +44,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (kd_client_parse_http_response((const char *)data, size, &status, &used) == 0 &&
 	    (used > size || status < 0 || status > 999))
 		abort();
+
+	{
+		struct kd_client_server_info si;
+
+		kd_client_parse_server_info((const char *)data, size, &si);
+	}
 
 	if (size < 512) {
 		char url[512];

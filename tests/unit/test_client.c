@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,11 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <pthread.h>
 
 #include "client.h"
 #include "client_vectors.h"
@@ -196,6 +202,8 @@ static void replay(const char *c2s_hex, const char *s2c_hex, uint8_t priv_byte, 
 	assert_int_equal(kd_keypair_from_private(&server, spriv), 0);
 	memcpy(skey, kd_client_server_key(c), 32);
 	assert_memory_equal(skey, server.pub, 32);
+	assert_int_equal(kd_client_server_info(c)->version, 2);
+	assert_int_equal(kd_client_server_info(c)->token_bucket_bytes_per_sec, 0);
 
 	/* handshake bytes: the HTTP request and the ClientInfo frame */
 	off = (size_t)(strstr((const char *)c2s, "\r\n\r\n") - (const char *)c2s) + 4;
@@ -455,6 +463,30 @@ static void test_parse_http(void **state)
 	assert_int_equal(kd_client_parse_http_response("HTTP/1.1 101\r\n\r\n", 16, &st, &used), 0);
 }
 
+static void test_parse_server_info(void **state)
+{
+	struct kd_client_server_info si;
+	static const char *bad[] = {
+		"", "{", "{\"version\":\"2\"}", "{\"version\":2.5}", "{\"TokenBucketBytesBurst\":true}",
+		"{\"version\":2} {}", "[2]", "{\"version\":2,}",
+	};
+
+	assert_int_equal(kd_client_parse_server_info("{\"version\":2}", 13, &si), 0);
+	assert_int_equal(si.version, 2);
+	assert_int_equal(kd_client_parse_server_info(
+				 " {\"Version\":2,\"tokenbucketbytespersecond\":1250000,\"TokenBucketBytesBurst\":65568,"
+				 "\"Future\":{\"x\":[1,null]}} ",
+				 105, &si),
+			 0);
+	assert_int_equal(si.token_bucket_bytes_per_sec, 1250000);
+	assert_int_equal(si.token_bucket_bytes_burst, 65568);
+	assert_int_equal(kd_client_parse_server_info("null", 4, &si), 0);
+	assert_int_equal(si.version, 0);
+	assert_int_equal(kd_client_parse_server_info("{\"version\":null}", 16, &si), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(kd_client_parse_server_info(bad[i], strlen(bad[i]), &si), -EBADMSG);
+}
+
 static void test_client_info_json(void **state)
 {
 	struct kd_client_opts o = {.can_ack_pings = true};
@@ -708,6 +740,319 @@ static void test_send_backpressure(void **state)
 	close(s.sv[1]);
 }
 
+
+/* ---- TLS and fast start ------------------------------------------------- */
+
+static X509 *make_cert(EVP_PKEY *k, const char *cn, long serial)
+{
+	X509 *x = X509_new();
+	X509_NAME *n;
+
+	assert_non_null(x);
+	X509_set_version(x, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
+	X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+	X509_set_pubkey(x, k);
+	n = X509_get_subject_name(x);
+	/* a plain string type: OpenSSL's 64-char CN limit would reject the
+	 * 71-char "derpkey<hex>" that Go servers emit */
+	assert_int_equal(X509_NAME_add_entry_by_txt(n, "CN", V_ASN1_UTF8STRING, (const unsigned char *)cn, -1, -1, 0),
+			 1);
+	X509_set_issuer_name(x, n);
+	assert_true(X509_sign(x, k, NULL) > 0);
+	return x;
+}
+
+struct tls_server {
+	SSL_CTX *ctx;
+	int fd;
+	struct kd_keypair kp;
+	uint8_t client_pub[32];
+	bool saw_fast_start, saw_client_info, pinged;
+	pthread_t th;
+};
+
+/* Reads until `want` bytes; false on EOF/error. */
+static bool ssl_read_n(SSL *ssl, uint8_t *buf, size_t want)
+{
+	size_t n = 0;
+
+	while (n < want) {
+		int r = SSL_read(ssl, buf + n, (int)(want - n));
+
+		if (r <= 0)
+			return false;
+		n += (size_t)r;
+	}
+	return true;
+}
+
+static void *tls_server_main(void *arg)
+{
+	struct tls_server *t = arg;
+	SSL *ssl = SSL_new(t->ctx);
+	char req[2048];
+	size_t n = 0;
+	uint8_t hdr[5], body[4096];
+	static const char resp[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\n"
+				   "Connection: Upgrade\r\nDerp-Version: 2\r\n\r\n";
+	const char json[] = "{\"version\":2}";
+	uint8_t frame[5 + DERP_NONCE_LEN + crypto_box_MACBYTES + sizeof(json)];
+
+	SSL_set_fd(ssl, t->fd);
+	if (SSL_accept(ssl) != 1)
+		goto out;
+	while (n < sizeof(req) - 1) {
+		int r = SSL_read(ssl, req + n, 1);
+
+		if (r <= 0)
+			goto out;
+		n += (size_t)r;
+		req[n] = '\0';
+		if (strstr(req, "\r\n\r\n"))
+			break;
+	}
+	t->saw_fast_start = strstr(req, "\r\nDerp-Fast-Start: 1\r\n") != NULL;
+	if (!t->saw_fast_start)
+		SSL_write(ssl, resp, sizeof(resp) - 1);
+	{
+		uint8_t sk[5 + DERP_SERVER_KEY_PAYLOAD];
+
+		derp_hdr_put((struct derp_frame_hdr *)sk, DERP_FRAME_SERVER_KEY, DERP_SERVER_KEY_PAYLOAD);
+		memcpy(sk + 5, DERP_MAGIC, DERP_MAGIC_LEN);
+		memcpy(sk + 5 + DERP_MAGIC_LEN, t->kp.pub, 32);
+		SSL_write(ssl, sk, sizeof(sk));
+	}
+	if (!ssl_read_n(ssl, hdr, 5) || hdr[0] != DERP_FRAME_CLIENT_INFO ||
+	    derp_hdr_len((const void *)hdr) > sizeof(body) ||
+	    !ssl_read_n(ssl, body, derp_hdr_len((const void *)hdr)))
+		goto out;
+	t->saw_client_info = !memcmp(body, t->client_pub, 32);
+	/* sizeof(json) counts the NUL: the frame is one byte shorter */
+	derp_hdr_put((struct derp_frame_hdr *)frame, DERP_FRAME_SERVER_INFO, sizeof(frame) - 6);
+	randombytes_buf(frame + 5, DERP_NONCE_LEN);
+	if (crypto_box_easy(frame + 5 + DERP_NONCE_LEN, (const uint8_t *)json, sizeof(json) - 1, frame + 5,
+			    t->client_pub, t->kp.priv))
+		goto out;
+	SSL_write(ssl, frame, sizeof(frame) - 1);
+	/* answer one Ping, as kderpd would */
+	if (ssl_read_n(ssl, hdr, 5) && hdr[0] == DERP_FRAME_PING && ssl_read_n(ssl, body, 8)) {
+		t->pinged = true;
+		hdr[0] = DERP_FRAME_PONG;
+		SSL_write(ssl, hdr, 5);
+		SSL_write(ssl, body, 8);
+	}
+	ssl_read_n(ssl, hdr, 1); /* until the client closes */
+out:
+	SSL_free(ssl);
+	close(t->fd);
+	return NULL;
+}
+
+/* One TLS login over a socketpair. meta: the server appends the derpkey
+ * meta-certificate; max_tls12: the server stops at TLS 1.2. Returns the
+ * client's verdict; *fast reports whether fast start was used. */
+static int tls_login(bool meta, bool max_tls12, const char *url, const char *ca_file, bool insecure,
+		     bool *fast, bool *pinged)
+{
+	struct tls_server t = {0};
+	struct kd_client_opts o;
+	struct kd_client *c;
+	EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	X509 *leaf = make_cert(k, "localhost", 1);
+	FILE *f;
+	int sv[2], r;
+
+	client_opts(&o, 0x09);
+	o.url = url;
+	o.ca_file = ca_file;
+	o.insecure = insecure;
+	o.timeout_ms = 3000;
+	memcpy(t.client_pub, o.key.pub, 32);
+	{
+		uint8_t priv[32];
+
+		memset(priv, 0x0a, 32);
+		assert_int_equal(kd_keypair_from_private(&t.kp, priv), 0);
+	}
+	if (ca_file) {
+		f = fopen(ca_file, "w");
+		assert_non_null(f);
+		PEM_write_X509(f, leaf);
+		fclose(f);
+	}
+	t.ctx = SSL_CTX_new(TLS_server_method());
+	assert_non_null(t.ctx);
+	if (max_tls12)
+		SSL_CTX_set_max_proto_version(t.ctx, TLS1_2_VERSION);
+	assert_int_equal(SSL_CTX_use_certificate(t.ctx, leaf), 1);
+	assert_int_equal(SSL_CTX_use_PrivateKey(t.ctx, k), 1);
+	if (meta) {
+		char cn[8 + 64];
+
+		memcpy(cn, "derpkey", 7);
+		kd_hex_encode(cn + 7, t.kp.pub, 32);
+		/* the context takes ownership of the extra chain certificate */
+		assert_int_equal(SSL_CTX_add_extra_chain_cert(t.ctx, make_cert(k, cn, 2)), 1);
+	}
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	t.fd = sv[1];
+	assert_int_equal(pthread_create(&t.th, NULL, tls_server_main, &t), 0);
+	assert_int_equal(kd_client_start_fd(&c, &o, sv[0]), 0);
+	r = drive(c);
+	*fast = kd_client_fast_start(c);
+	if (r == 1) {
+		struct kd_client_msg m;
+		static const uint8_t ping[8] = "tls-ping";
+
+		assert_memory_equal(kd_client_server_key(c), t.kp.pub, 32);
+		assert_int_equal(kd_client_send_ping(c, ping), 0);
+		assert_int_equal(kd_client_recv(c, &m, 2000), 0);
+		assert_int_equal(m.type, DERP_FRAME_PONG);
+		assert_memory_equal(m.data, ping, 8);
+	}
+	kd_client_close(c);
+	pthread_join(t.th, NULL);
+	if (r == 1) {
+		assert_true(t.saw_client_info);
+		assert_int_equal(t.saw_fast_start, *fast);
+	}
+	*pinged = t.pinged;
+	SSL_CTX_free(t.ctx);
+	X509_free(leaf);
+	EVP_PKEY_free(k);
+	return r;
+}
+
+static void test_tls_fast_start(void **state)
+{
+	bool fast, pinged;
+
+	/* TLS 1.3 + meta-cert: no 101, ClientInfo right behind the request */
+	assert_int_equal(tls_login(true, false, "https://localhost/derp", NULL, true, &fast, &pinged), 1);
+	assert_true(fast);
+	assert_true(pinged);
+	/* TLS 1.2 with the meta-cert: the 101 path (fast start is 1.3 only) */
+	assert_int_equal(tls_login(true, true, "https://localhost/derp", NULL, true, &fast, &pinged), 1);
+	assert_false(fast);
+	assert_true(pinged);
+	/* no meta-cert: the 101 path */
+	assert_int_equal(tls_login(false, false, "https://localhost/derp", NULL, true, &fast, &pinged), 1);
+	assert_false(fast);
+}
+
+static void test_tls_verify(void **state)
+{
+	char ca[] = "/tmp/kd-test-ca-XXXXXX";
+	bool fast, pinged;
+	int fd = mkstemp(ca);
+
+	assert_true(fd >= 0);
+	close(fd);
+	/* the leaf is its own trust anchor: verifies for localhost */
+	assert_int_equal(tls_login(true, false, "https://localhost/derp", ca, false, &fast, &pinged), 1);
+	assert_true(fast);
+	/* the same certificate for another name fails verification */
+	assert_int_equal(tls_login(true, false, "https://derp.invalid/derp", ca, false, &fast, &pinged), -EKEYREJECTED);
+	/* and without the CA: unknown issuer */
+	assert_int_equal(tls_login(false, false, "https://localhost/derp", NULL, false, &fast, &pinged), -EKEYREJECTED);
+	unlink(ca);
+}
+
+
+/* Every send helper against the byte layouts of spec Appendix A. */
+static void test_send_encodings(void **state)
+{
+	struct fake_server s;
+	struct kd_client_opts o;
+	struct kd_client *c;
+	uint8_t C[32], D[32], got[512], want[512];
+	size_t n = 0;
+	static const uint8_t ping[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+
+	memset(C, 0xcc, 32);
+	memset(D, 0xdd, 32);
+	client_opts(&o, 0x06);
+	c = connected_client(&s, &o);
+	kd_client_cork(c, true);
+	assert_int_equal(kd_client_note_preferred(c, true), 0);
+	assert_int_equal(kd_client_note_preferred(c, false), 0);
+	assert_int_equal(kd_client_send_packet(c, D, "hi", 2), 0);
+	assert_int_equal(kd_client_send_packet(c, D, NULL, 0), 0);
+	assert_int_equal(kd_client_send_ping(c, ping), 0);
+	assert_int_equal(kd_client_send_pong(c, ping), 0);
+	assert_int_equal(kd_client_watch_conns(c), 0);
+	assert_int_equal(kd_client_close_peer(c, D), 0);
+	assert_int_equal(kd_client_forward_packet(c, C, D, "hi", 2), 0);
+	assert_int_equal(kd_client_send_raw(c, "\x7f\x00", 2), 0);
+	/* corked: nothing on the wire until the flush */
+	assert_int_equal(read_avail(s.sv[1], got, sizeof(got)), 0);
+	assert_int_equal(kd_client_flush(c), 0);
+
+#define PUT(...)                                                   \
+	do {                                                       \
+		static const uint8_t b_[] = {__VA_ARGS__};         \
+		memcpy(want + n, b_, sizeof(b_));                  \
+		n += sizeof(b_);                                   \
+	} while (0)
+#define PUTK(k)                            \
+	do {                                 \
+		memcpy(want + n, k, 32);     \
+		n += 32;                     \
+	} while (0)
+	PUT(0x07, 0, 0, 0, 1, 0x01);
+	PUT(0x07, 0, 0, 0, 1, 0x00);
+	PUT(0x04, 0, 0, 0, 0x22);
+	PUTK(D);
+	PUT('h', 'i');
+	PUT(0x04, 0, 0, 0, 0x20);
+	PUTK(D);
+	PUT(0x12, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8);
+	PUT(0x13, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8);
+	PUT(0x10, 0, 0, 0, 0);
+	PUT(0x11, 0, 0, 0, 0x20);
+	PUTK(D);
+	PUT(0x0a, 0, 0, 0, 0x42);
+	PUTK(C);
+	PUTK(D);
+	PUT('h', 'i');
+	PUT(0x7f, 0x00);
+#undef PUT
+#undef PUTK
+	assert_int_equal(read_avail(s.sv[1], got, sizeof(got)), n);
+	assert_memory_equal(got, want, n);
+	kd_client_close(c);
+	close(s.sv[1]);
+}
+
+/* Optional request headers, in the reference's (sorted) places. */
+static void test_request_headers(void **state)
+{
+	struct kd_client_opts o;
+	struct kd_client *c;
+	char got[1024];
+	int sv[2];
+	size_t n;
+
+	client_opts(&o, 0x05);
+	o.url = "http://[::1]:8443/derp";
+	o.ideal_node = "900a";
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(kd_client_start_fd(&c, &o, sv[0]), 0);
+	assert_int_equal(kd_client_step(c), 0);
+	n = read_avail(sv[1], (uint8_t *)got, sizeof(got) - 1);
+	got[n] = '\0';
+	assert_string_equal(got, "GET /derp HTTP/1.1\r\nHost: [::1]:8443\r\nUser-Agent: Go-http-client/1.1\r\n"
+				 "Connection: Upgrade\r\nIdeal-Node: 900a\r\nUpgrade: DERP\r\n\r\n");
+	kd_client_close(c);
+	close(sv[1]);
+
+	o.ideal_node = "bad\r\nInjected: 1";
+	assert_int_equal(kd_client_start_fd(&c, &o, -1), -EINVAL);
+	assert_null(c);
+}
+
 static void test_close_null(void **state)
 {
 	kd_client_close(NULL);
@@ -725,6 +1070,7 @@ int main(void)
 		cmocka_unit_test(test_parse_peer_forms),
 		cmocka_unit_test(test_parse_misc),
 		cmocka_unit_test(test_parse_http),
+		cmocka_unit_test(test_parse_server_info),
 		cmocka_unit_test(test_client_info_json),
 		cmocka_unit_test(test_url_parse),
 		cmocka_unit_test(test_refused_status),
@@ -735,9 +1081,14 @@ int main(void)
 		cmocka_unit_test(test_auto_pong),
 		cmocka_unit_test(test_large_and_batched),
 		cmocka_unit_test(test_send_backpressure),
+		cmocka_unit_test(test_tls_fast_start),
+		cmocka_unit_test(test_tls_verify),
+		cmocka_unit_test(test_send_encodings),
+		cmocka_unit_test(test_request_headers),
 		cmocka_unit_test(test_close_null),
 	};
 
+	signal(SIGPIPE, SIG_IGN);
 	if (sodium_init() < 0)
 		return 1;
 	return cmocka_run_group_tests(tests, NULL, NULL);
