@@ -300,7 +300,7 @@ static void batch_done(struct kd_conn *c)
 		struct kd_pkt *p = c->inflight[i];
 		ctr->packets_sent++;
 		ctr->bytes_sent += p->len - sizeof(struct derp_packet_hdr);
-		free(p);
+		kd_pkt_free(c->w, p);
 	}
 	c->n_inflight = 0;
 	if (c->ctrl.off == c->ctrl.len) {
@@ -385,7 +385,7 @@ int kd_conn_flush(struct kd_conn *c)
 			/* the packets of the failed write are write errors, the rest gone */
 			for (uint32_t i = 0; i < c->n_inflight; i++) {
 				kd_count_drop(c->w, DERP_DROP_WRITE_ERROR, c->inflight[i]);
-				free(c->inflight[i]);
+				kd_pkt_free(c->w, c->inflight[i]);
 			}
 			c->n_inflight = 0;
 			c->ctrl_inflight = 0;
@@ -470,7 +470,7 @@ void kd_conn_close(struct kd_conn *c, const char *why)
 	kd_io_del(w->loop, &c->io);
 	for (uint32_t i = 0; i < c->n_inflight; i++) {
 		kd_count_drop(w, DERP_DROP_GONE_DISCONNECTED, c->inflight[i]);
-		free(c->inflight[i]);
+		kd_pkt_free(w, c->inflight[i]);
 	}
 	c->n_inflight = 0;
 	kd_pktq_drain(c, DERP_DROP_GONE_DISCONNECTED);

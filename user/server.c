@@ -250,7 +250,6 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 	s->listen_fd = s->listen80_fd = -1;
 	s->start_ms = kd_now_ms();
 	s->debug_key = load_debug_key();
-	pthread_rwlock_init(&s->reg_lock, NULL);
 	pthread_mutex_init(&s->accept_lock, NULL);
 	kd_keymap_init(&s->reg);
 	kd_keymap_init(&s->subs);
@@ -262,6 +261,14 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 		s->nworkers = 1;
 	if (s->nworkers > 64)
 		s->nworkers = 64;
+	s->reg_locks = aligned_alloc(64, sizeof(*s->reg_locks) * (size_t)(s->nworkers + 1));
+	if (!s->reg_locks) {
+		free(s);
+		return -ENOMEM;
+	}
+	for (int i = 0; i <= s->nworkers; i++)
+		pthread_rwlock_init(&s->reg_locks[i].l, NULL);
+	s->reg_gen = 1; /* 0 marks an empty lookup cache */
 
 	s->listen_fd = listen_on(cfg->addr, &s->port, cfg);
 	if (s->listen_fd < 0) {
@@ -433,6 +440,11 @@ void kd_server_free(struct kd_server *s)
 		struct kd_worker *w = &s->workers[i];
 		kd_loop_free(w->loop);
 		free(w->scratch);
+		while (w->pool) {
+			struct kd_pkt *p = w->pool;
+			memcpy(&w->pool, p->frame, sizeof(p));
+			free(p);
+		}
 		for (int k = 0; w->outbox && k < s->nworkers; k++)
 			free(w->outbox[k].v);
 		free(w->outbox);
@@ -465,7 +477,9 @@ void kd_server_free(struct kd_server *s)
 	kd_keymap_free(&s->subs);
 	kd_keymap_free(&s->fwd);
 	free(s->watchers);
-	pthread_rwlock_destroy(&s->reg_lock);
+	for (int i = 0; s->reg_locks && i <= s->nworkers; i++)
+		pthread_rwlock_destroy(&s->reg_locks[i].l);
+	free(s->reg_locks);
 	pthread_mutex_destroy(&s->accept_lock);
 	sodium_memzero(&s->cfg, sizeof(s->cfg));
 	free(s);
