@@ -299,7 +299,8 @@ static void keep(struct kd_http_resp *r, const char *in, size_t n)
 	memcpy(r->body + r->body_len, in, n);
 	r->body_len += n;
 	if (r->body_len == sizeof(r->body)) {
-		if (!(r->mode == KD_HTTP_BODY_LENGTH && r->left == 0))
+		/* a body of exactly 4 KiB is whole only if its length said so */
+		if (r->mode != KD_HTTP_BODY_LENGTH || r->left > 0)
 			r->body_truncated = true;
 		r->state = KD_HTTP_RESP_DONE;
 	}
@@ -372,6 +373,9 @@ size_line_done:
 
 			if (n > r->left)
 				n = (size_t)r->left;
+			/* consume no more than is kept, so input splits cannot matter */
+			if (n > sizeof(r->body) - r->body_len)
+				n = sizeof(r->body) - r->body_len;
 			r->left -= n;
 			if (r->left == 0)
 				r->cstate = C_DATA_CR;
@@ -406,6 +410,8 @@ static ssize_t body_feed(struct kd_http_resp *r, const char *in, size_t len)
 	case KD_HTTP_BODY_LENGTH:
 		if (n > r->left)
 			n = (size_t)r->left;
+		if (n > sizeof(r->body) - r->body_len)
+			n = sizeof(r->body) - r->body_len;
 		r->left -= n;
 		keep(r, in, n);
 		if (r->left == 0)

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 /* The blocking half of the webhook's HTTP client: resolve, connect, TLS,
  * send, receive, all under one deadline and abortable through a cancel fd.
- * Runs in admission worker threads only; the event loop never calls it. */
+ * Runs in admission worker threads only; the event loop never calls it.
+ * Over TLS, OpenSSL writes with write(2): the process must ignore SIGPIPE
+ * (kderpd does). */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -73,8 +75,11 @@ static enum kd_http_err wait_fd(struct xfer *x, short events, const char *what)
 		uint64_t now = kd_http_now_ms();
 		int r;
 
-		if (now >= x->p->deadline_ms)
-			return set_detail(x, KD_HTTP_ERR_TIMEOUT, what, 0);
+		if (now >= x->p->deadline_ms) {
+			if (x->detail && x->detail_cap)
+				snprintf(x->detail, x->detail_cap, "%s: timeout", what);
+			return KD_HTTP_ERR_TIMEOUT;
+		}
 		r = poll(pf, x->p->cancel_fd >= 0 ? 2 : 1, (int)(x->p->deadline_ms - now));
 		if (r < 0 && errno == EINTR)
 			continue;
