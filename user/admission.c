@@ -51,6 +51,10 @@ struct kd_admission {
 	size_t pending;
 	bool stopping;
 
+	pthread_mutex_t log_mu; /* guards log_rl, shared by the workers */
+	struct kd_ratelimit log_rl;
+	char url_text[300];     /* for log lines: no path, it may carry a token */
+
 	_Atomic uint64_t m[M_MAX];
 	_Atomic uint64_t m_err[KD_HTTP_ERR_MAX];
 	_Atomic int64_t m_pending;
@@ -141,6 +145,22 @@ static void count(struct kd_admission *a, const struct kd_admission_result *res)
 	}
 }
 
+/* An unreachable webhook is the operator's problem to know about; a dead
+ * one under load must not flood the log, so a few lines per minute. */
+static void warn_unreachable(struct kd_admission *a, const struct kd_admission_result *res)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&a->log_mu);
+	n = kd_ratelimit_ok(&a->log_rl, kd_http_now_ms());
+	pthread_mutex_unlock(&a->log_mu);
+	if (n > 1)
+		pr_warn("admission: %s: %s (%llu similar lines suppressed)", a->url_text, res->reason,
+			(unsigned long long)(n - 1));
+	else if (n)
+		pr_warn("admission: %s: %s", a->url_text, res->reason);
+}
+
 /* One webhook round trip in the calling thread. */
 static void run_check(struct kd_admission *a, const uint8_t key[32], const char *source,
 		      struct kd_admission_result *res)
@@ -176,6 +196,8 @@ static void run_check(struct kd_admission *a, const uint8_t key[32], const char 
 	free(r);
 	count(a, res);
 	pr_debug("admission: %s %s: %s", kd_http_err_name(err), source, res->reason);
+	if (res->outcome == KD_ADM_TRANSPORT)
+		warn_unreachable(a, res);
 }
 
 /* --- queues ------------------------------------------------------------- */
@@ -444,6 +466,11 @@ int kd_admission_new(struct kd_admission **out, const struct kd_admission_opts *
 		free(a);
 		return -EINVAL;
 	}
+	snprintf(a->url_text, sizeof(a->url_text), "%s%s%s%s:%u", a->url.https ? "https://" : "http://",
+		 strchr(a->url.host, ':') ? "[" : "", a->url.host, strchr(a->url.host, ':') ? "]" : "",
+		 a->url.port);
+	a->log_rl = (struct kd_ratelimit)KD_RATELIMIT_INIT(5, 12000);
+	pthread_mutex_init(&a->log_mu, NULL);
 	a->fail_open = o->fail_open;
 	a->timeout_ms = o->timeout_ms ? o->timeout_ms : KD_ADMISSION_TIMEOUT_MS;
 	a->max_pending = o->max_pending ? (size_t)o->max_pending : KD_ADMISSION_MAX_PENDING;
@@ -498,6 +525,7 @@ void kd_admission_free(struct kd_admission *a)
 		close(a->stop_fd);
 	pthread_cond_destroy(&a->cv);
 	pthread_mutex_destroy(&a->mu);
+	pthread_mutex_destroy(&a->log_mu);
 	free(a);
 }
 

@@ -129,7 +129,8 @@ fail_e:
 static enum kd_http_err dial(struct xfer *x)
 {
 	const struct kd_url *u = x->p->url;
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG };
+	/* no AI_ADDRCONFIG: in a namespace with only lo it hides 127.0.0.1 */
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
 	struct addrinfo *res = NULL;
 	enum kd_http_err e = KD_HTTP_ERR_CONNECT;
 	char port[8];

@@ -813,6 +813,44 @@ static void test_queue_outlived_by_requests(void **state)
 	kd_admission_queue_free(NULL);
 }
 
+static void test_metrics(void **state)
+{
+	struct kd_admission *a;
+	char m[2048], reason[KD_ADMISSION_REASON_MAX];
+	bool allow;
+	struct srv s;
+	uint16_t port;
+
+	srv_start(&s, NULL);
+	a = adm_new(&s, "http", "127.0.0.1", "/403", true, 2000);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(kd_admission_check_sync(a, KEY_AB, "1.1.1.1", &allow, reason, sizeof(reason)), 0);
+	assert_true(kd_admission_metrics(a, m, sizeof(m)) > 0);
+	assert_non_null(strstr(m, "kderp_admission_checks_total{result=\"denied\"} 3\n"));
+	assert_non_null(strstr(m, "kderp_admission_checks_total{result=\"allowed\"} 0\n"));
+	assert_non_null(strstr(m, "kderp_admission_errors_total{kind=\"status\"} 3\n"));
+	assert_non_null(strstr(m, "kderp_admission_errors_total{kind=\"bad_json\"} 0\n"));
+	assert_non_null(strstr(m, "kderp_admission_fail_open_allowed_total 0\n"));
+	/* too small a buffer is an error, not a truncated exposition */
+	assert_int_equal(kd_admission_metrics(a, m, 100), -ENOSPC);
+	assert_int_equal(m[0], '\0');
+	kd_admission_free(a);
+	port = s.port;
+	srv_stop(&s);
+
+	/* the server is gone: its port refuses, fail-open admits and counts it */
+	s.port = port;
+	a = adm_new(&s, "http", "127.0.0.1", "/allow", true, 2000);
+	assert_int_equal(kd_admission_check_sync(a, KEY_AB, "1.1.1.1", &allow, reason, sizeof(reason)), 0);
+	assert_true(allow);
+	assert_true(kd_admission_metrics(a, m, sizeof(m)) > 0);
+	assert_non_null(strstr(m, "kderp_admission_errors_total{kind=\"connect\"} 1\n"));
+	assert_non_null(strstr(m, "kderp_admission_errors_total{kind=\"timeout\"} 0\n"));
+	assert_non_null(strstr(m, "kderp_admission_fail_open_allowed_total 1\n"));
+	assert_non_null(strstr(m, "kderp_admission_checks_total{result=\"allowed\"} 1\n"));
+	kd_admission_free(a);
+}
+
 static void test_bad_options(void **state)
 {
 	struct kd_admission_opts o = { .url = "ftp://x/" };
@@ -921,6 +959,7 @@ int main(void)
 		cmocka_unit_test(test_concurrent_queues),
 		cmocka_unit_test(test_busy_and_free_cancels),
 		cmocka_unit_test(test_queue_outlived_by_requests),
+		cmocka_unit_test(test_metrics),
 		cmocka_unit_test(test_bad_options),
 		cmocka_unit_test(test_https),
 	};
