@@ -397,22 +397,54 @@ bool kd_admission_fail_open(const struct kd_admission *a)
 	return a && a->fail_open;
 }
 
-int kd_admission_check_sync(struct kd_admission *a, const uint8_t key[32], const char *source_ip,
-			    bool *allow, char *reason, size_t reason_cap)
+int kd_admission_check(struct kd_admission *a, const uint8_t key[32], const char *source_ip,
+		       struct kd_admission_result *res)
 {
-	struct kd_admission_result res = { 0 };
-
-	if (!a || !key || !allow)
+	if (!a || !key || !res)
 		return -EINVAL;
 	if (!source_ip)
 		source_ip = "";
 	if (strlen(source_ip) >= KD_ADMISSION_SOURCE_MAX)
 		return -EINVAL;
-	run_check(a, key, source_ip, &res);
+	memset(res, 0, sizeof(*res));
+	run_check(a, key, source_ip, res);
+	return 0;
+}
+
+int kd_admission_check_sync(struct kd_admission *a, const uint8_t key[32], const char *source_ip,
+			    bool *allow, char *reason, size_t reason_cap)
+{
+	struct kd_admission_result res;
+	int err;
+
+	if (!allow)
+		return -EINVAL;
+	err = kd_admission_check(a, key, source_ip, &res);
+	if (err)
+		return err;
 	*allow = res.allow;
 	if (reason && reason_cap)
 		snprintf(reason, reason_cap, "%s", res.reason);
 	return 0;
+}
+
+const char *kd_admission_outcome_name(enum kd_admission_outcome o)
+{
+	switch (o) {
+	case KD_ADM_ALLOWED:
+		return "allowed";
+	case KD_ADM_DENIED:
+		return "denied";
+	case KD_ADM_STATUS:
+		return "status";
+	case KD_ADM_BAD_JSON:
+		return "bad_json";
+	case KD_ADM_TRANSPORT:
+		return "transport";
+	case KD_ADM_CANCELED:
+		return "canceled";
+	}
+	return "?";
 }
 
 static void stop_threads(struct kd_admission *a, int n)

@@ -101,6 +101,12 @@ bool kd_admission_fail_open(const struct kd_admission *a);
 int kd_admission_check_sync(struct kd_admission *a, const uint8_t key[32], const char *source_ip,
 			    bool *allow, char *reason, size_t reason_cap);
 
+/* The same, with the whole result (cookie 0). */
+int kd_admission_check(struct kd_admission *a, const uint8_t key[32], const char *source_ip,
+		       struct kd_admission_result *res);
+/* "allowed", "denied", "status", "bad_json", "transport", "canceled" */
+const char *kd_admission_outcome_name(enum kd_admission_outcome o);
+
 /* Prometheus text: kderp_admission_{checks_total{result},errors_total{kind},
  * fail_open_allowed_total,busy_total,pending}. Returns the length or
  * -ENOSPC. */
