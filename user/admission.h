@@ -107,9 +107,14 @@ int kd_admission_check(struct kd_admission *a, const uint8_t key[32], const char
 /* "allowed", "denied", "status", "bad_json", "transport", "canceled" */
 const char *kd_admission_outcome_name(enum kd_admission_outcome o);
 
-/* Prometheus text: kderp_admission_{checks_total{result},errors_total{kind},
- * fail_open_allowed_total,busy_total,pending}. Returns the length or
- * -ENOSPC. */
+/* Prometheus text, to append to /debug/varz:
+ *   kderp_admission_checks_total{result="allowed"|"denied"}  final verdicts
+ *   kderp_admission_errors_total{kind=dns|connect|tls|timeout|io|protocol|
+ *                                status|bad_json|canceled}
+ *   kderp_admission_fail_open_allowed_total, kderp_admission_busy_total
+ *   (submits refused with -EBUSY), kderp_admission_pending (queued + in
+ *   flight). A body that broke off after a 200 head counts as bad_json and
+ *   as its transport kind. Returns the length (a NUL follows) or -ENOSPC. */
 int kd_admission_metrics(const struct kd_admission *a, char *out, size_t cap);
 
 /* The verdict on a finished kd_http_post: pure, for the workers and the
