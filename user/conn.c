@@ -731,7 +731,7 @@ static void on_readable(struct kd_conn *c)
 	struct kd_worker *w = c->w;
 	size_t budget = KD_READ_BUDGET;
 
-	while (budget && c->state != KD_CONN_CLOSED) {
+	while (budget && c->state != KD_CONN_CLOSED && c->state != KD_CONN_ADMISSION) {
 		ssize_t r;
 		if (c->ws) {
 			/* WebSocket: unwrap what arrives, then parse like any input */
@@ -798,6 +798,11 @@ read_done:
 	}
 }
 
+void kd_conn_resume_input(struct kd_conn *c)
+{
+	consume_input(c);
+}
+
 static void tls_handshake_step(struct kd_conn *c)
 {
 	ERR_clear_error();
@@ -840,6 +845,12 @@ void kd_conn_on_io(struct kd_io *io, uint32_t events)
 
 	if (c->state == KD_CONN_CLOSED)
 		return;
+	if (c->state == KD_CONN_ADMISSION) {
+		/* nothing is read while the webhook decides; a reset ends it */
+		if (events & (EPOLLERR | EPOLLHUP))
+			kd_conn_close(c, "connection lost during admission");
+		return;
+	}
 	if (c->state == KD_CONN_TLS_HANDSHAKE) {
 		tls_handshake_step(c);
 		return;

@@ -3,6 +3,8 @@
  * handler per frame type, routing SendPacket to the destination's queue and
  * the cross-worker hand-off. */
 #include <errno.h>
+#include <stdio.h>
+#include <sys/epoll.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +300,34 @@ static void hs_fail(struct kd_conn *c, enum kd_hs_error e, const char *why)
 	kd_conn_close(c, why);
 }
 
+/* Registers an admitted client and answers ServerInfo (spec §5.1 steps 4–5). */
+static int finish_handshake(struct kd_conn *c)
+{
+	struct kd_server *s = c->srv;
+
+	/* registered before ServerInfo so packets sent to it right away are kept */
+	if (kd_registry_add(c) != 0) {
+		kd_conn_close(c, "register failed");
+		return -1;
+	}
+	c->state = KD_CONN_ACTIVE;
+	kd_timer_disarm(c->w->loop, &c->deadline);
+
+	static const char info[] = "{\"version\":2}";
+	uint8_t sealed[sizeof(info) - 1 + KD_BOX_OVERHEAD];
+	if (kd_box_seal(sealed, sizeof(sealed), (const uint8_t *)info, sizeof(info) - 1, c->key,
+			s->cfg.keys.priv) != 0) {
+		kd_conn_close(c, "seal server info failed");
+		return -1;
+	}
+	kd_conn_ctrl_frame(c, DERP_FRAME_SERVER_INFO, sealed, sizeof(sealed), NULL, 0);
+
+	c->keepalive_jitter_ms = randombytes_uniform(5000);
+	kd_timer_arm(c->w->loop, &c->keepalive,
+		     kd_loop_now(c->w->loop) + s->cfg.keepalive_ms + c->keepalive_jitter_ms);
+	return 0;
+}
+
 static int on_client_info(struct kd_conn *c, const uint8_t *p, uint32_t len)
 {
 	struct kd_server *s = c->srv;
@@ -340,27 +370,44 @@ static int on_client_info(struct kd_conn *c, const uint8_t *p, uint32_t len)
 		      sodium_memcmp(ci.mesh_key, s->cfg.mesh_key, DERP_KEY_LEN) == 0;
 	sodium_memzero(&ci.mesh_key, sizeof(ci.mesh_key));
 
-	/* registered before ServerInfo so packets sent to it right away are kept */
-	if (kd_registry_add(c) != 0) {
-		kd_conn_close(c, "register failed");
-		return -1;
+	/* mesh peers are not tailnet members: never sent to admission (spec §7.10) */
+	if (s->adm && !c->can_mesh) {
+		char ip[64];
+		snprintf(ip, sizeof(ip), "%s", c->peer_str);
+		char *colon = strrchr(ip, ':');
+		if (colon)
+			*colon = '\0';
+		char *b = ip[0] == '[' ? ip + 1 : ip;
+		if (b != ip && b[strlen(b) - 1] == ']')
+			b[strlen(b) - 1] = '\0';
+		c->state = KD_CONN_ADMISSION;
+		kd_io_mod(c->w->loop, &c->io, 0); /* its bytes wait in the socket */
+		kd_conn_ref(c);                   /* for the request in flight */
+		if (kd_admission_submit(s->adm, c->w->admq, c->key, b, (uint64_t)(uintptr_t)c) != 0) {
+			kd_conn_unref(c);
+			bool open = kd_admission_fail_open(s->adm);
+			kd_derp_admission_done(c, open, open ? NULL : "admission queue full, fail-closed");
+		}
+		return c->state == KD_CONN_CLOSED ? -1 : 0;
 	}
-	c->state = KD_CONN_ACTIVE;
-	kd_timer_disarm(c->w->loop, &c->deadline);
+	return finish_handshake(c);
+}
 
-	static const char info[] = "{\"version\":2}";
-	uint8_t sealed[sizeof(info) - 1 + KD_BOX_OVERHEAD];
-	if (kd_box_seal(sealed, sizeof(sealed), (const uint8_t *)info, sizeof(info) - 1, c->key,
-			s->cfg.keys.priv) != 0) {
-		kd_conn_close(c, "seal server info failed");
-		return -1;
+void kd_derp_admission_done(struct kd_conn *c, bool allow, const char *reason)
+{
+	if (c->state != KD_CONN_ADMISSION)
+		return;
+	if (!allow) {
+		char nk[KD_NODEKEY_STR_LEN], msg[300];
+		kd_key_nodekey_str(nk, c->key);
+		snprintf(msg, sizeof(msg), "client %s rejected: %s", nk, reason ? reason : "denied");
+		hs_fail(c, KD_HS_REJECTED, msg);
+		return;
 	}
-	kd_conn_ctrl_frame(c, DERP_FRAME_SERVER_INFO, sealed, sizeof(sealed), NULL, 0);
-
-	c->keepalive_jitter_ms = randombytes_uniform(5000);
-	kd_timer_arm(c->w->loop, &c->keepalive,
-		     kd_loop_now(c->w->loop) + s->cfg.keepalive_ms + c->keepalive_jitter_ms);
-	return 0;
+	if (finish_handshake(c) == 0) {
+		kd_io_mod(c->w->loop, &c->io, EPOLLIN | EPOLLRDHUP | (c->want_write ? EPOLLOUT : 0));
+		kd_conn_resume_input(c);
+	}
 }
 
 void kd_conn_on_keepalive(struct kd_timer *t)

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 
 #include "derp_wire.h"
+#include "admission.h"
 #include "keymap.h"
 #include "log.h"
 #include "loop.h"
@@ -56,6 +57,7 @@ enum kd_conn_state {
 	KD_CONN_HTTP,
 	KD_CONN_HTTP_RESPONDING,  /* writing a response, then close or next request */
 	KD_CONN_WAIT_CLIENT_INFO,
+	KD_CONN_ADMISSION,        /* ClientInfo opened, the webhook decides; not read meanwhile */
 	KD_CONN_ACTIVE,
 	KD_CONN_CLOSED,
 };
@@ -229,7 +231,9 @@ struct kd_worker {
 	struct kd_msgvec inbox_spare;  /* swapped with inbox to drain without the lock */
 	struct kd_counters ctr;
 	bool stopping;
-	struct kd_pkt *pool;      /* free list, linked through enq_ms's storage */
+	struct kd_admission_queue *admq;
+	struct kd_io adm_io;
+	struct kd_pkt *pool;      /* free list, linked through the frame bytes */
 	uint32_t pool_len;
 };
 
@@ -268,6 +272,7 @@ struct kd_server {
 	int listen_fd, listen80_fd;
 	int port, port80;
 	SSL_CTX *tls;
+	struct kd_admission *adm;
 	int nworkers;
 	struct kd_worker *workers;
 	uint64_t next_conn_id;    /* atomic */
@@ -309,7 +314,11 @@ int kd_conn_ctrl_frame(struct kd_conn *c, uint8_t type, const void *p1, size_t n
 void kd_worker_before_sleep(void *arg);
 void kd_buf_free(struct kd_buf *b);
 
+/* Feeds input that waited (admission) to the DERP parser again. */
+void kd_conn_resume_input(struct kd_conn *c);
+
 /* derp_conn.c */
+void kd_derp_admission_done(struct kd_conn *c, bool allow, const char *reason);
 int kd_derp_on_upgrade(struct kd_conn *c);
 /* Consumes complete frames from buf; returns bytes consumed or -1 to close. */
 ssize_t kd_derp_process(struct kd_conn *c, const uint8_t *buf, size_t len);
