@@ -86,6 +86,24 @@ for l in idle loaded; do
 done
 
 
+# memory per idle connected client, from the relay's own RSS
+idle_n=${KD_BENCH_IDLE:-10000}
+rss() { awk '/VmRSS/ {print $2}' "/proc/$kd/status"; }
+before=$(rss)
+"$build/idle-clients" "$url" "$idle_n" 4 >"$out/idle.out" 2>&1 &
+ic=$!
+for _ in $(seq 240); do grep -q '^ready' "$out/idle.out" && break; sleep 0.25; done
+got=$(awk '/^ready/ {print $2}' "$out/idle.out")
+after=$(rss)
+wait $ic
+echo
+if [ -n "$got" ] && [ "$got" -gt 0 ]; then
+	echo "idle clients: $got connected, relay RSS $before KiB -> $after KiB:" \
+		"$(( (after - before) * 1024 / got )) bytes per client"
+else
+	echo "idle clients: login failed, see $out/idle.out"
+fi
+
 if command -v gnuplot >/dev/null; then
 	gnuplot <<EOF 2>/dev/null && echo "plot: $out/bench.png"
 set terminal png size 1100,500
