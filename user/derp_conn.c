@@ -381,7 +381,7 @@ static int on_client_info(struct kd_conn *c, const uint8_t *p, uint32_t len)
 		if (b != ip && b[strlen(b) - 1] == ']')
 			b[strlen(b) - 1] = '\0';
 		c->state = KD_CONN_ADMISSION;
-		kd_io_mod(c->w->loop, &c->io, 0); /* its bytes wait in the socket */
+		kd_conn_update_events(c); /* not read: its bytes wait in the socket */
 		kd_conn_ref(c);                   /* for the request in flight */
 		if (kd_admission_submit(s->adm, c->w->admq, c->key, b, (uint64_t)(uintptr_t)c) != 0) {
 			kd_conn_unref(c);
@@ -405,7 +405,7 @@ void kd_derp_admission_done(struct kd_conn *c, bool allow, const char *reason)
 		return;
 	}
 	if (finish_handshake(c) == 0) {
-		kd_io_mod(c->w->loop, &c->io, EPOLLIN | EPOLLRDHUP | (c->want_write ? EPOLLOUT : 0));
+		kd_conn_update_events(c);
 		kd_conn_resume_input(c);
 	}
 }
@@ -442,6 +442,17 @@ static void send_not_here(struct kd_conn *c, const uint8_t dst[static DERP_KEY_L
 	kd_conn_ctrl_frame(c, DERP_FRAME_PEER_GONE, dst, DERP_KEY_LEN, &reason, 1);
 }
 
+/* A destination whose socket is full makes its sender pause, unless it has
+ * been full for so long that it is stalled: then the queue head-drops. */
+static void note_congestion(struct kd_conn *from, struct kd_conn *d)
+{
+	if (!__atomic_load_n(&d->congested, __ATOMIC_ACQUIRE) || from->can_mesh)
+		return;
+	uint64_t since = __atomic_load_n(&d->congested_since_ms, __ATOMIC_RELAXED);
+	if (kd_loop_now(from->w->loop) - since < KD_CONGESTION_PATIENCE_MS)
+		from->pause_after_frame = true;
+}
+
 /* Routes one packet from src to dst (spec §7.3). from is the connection it
  * arrived on: the sender for SendPacket, the mesh peer for ForwardPacket. */
 static void route_packet(struct kd_conn *from, const uint8_t *src, const uint8_t *dst, const uint8_t *data,
@@ -461,6 +472,7 @@ static void route_packet(struct kd_conn *from, const uint8_t *src, const uint8_t
 			p->kind = (uint8_t)kind;
 			kd_worker_post(w, d, p, KD_MSG_PACKET);
 		}
+		note_congestion(from, d);
 		kd_registry_lookup_done(from);
 		if (!p)
 			w->ctr.dropped[DERP_DROP_QUEUE_TAIL][kind]++;
@@ -476,6 +488,7 @@ static void route_packet(struct kd_conn *from, const uint8_t *src, const uint8_t
 		}
 		p->kind = (uint8_t)kind;
 		kd_derp_deliver(d, p);
+		note_congestion(from, d);
 		return;
 	}
 	/* one hop only: what a mesh peer forwarded is never forwarded again */
@@ -643,6 +656,12 @@ ssize_t kd_derp_process(struct kd_conn *c, const uint8_t *buf, size_t len)
 							     : handle_frame(c, h->type, payload, flen);
 		if (r < 0 || c->state == KD_CONN_CLOSED)
 			return -1;
+		if (c->pause_after_frame) {
+			/* the rest waits in c->in until the pause ends */
+			c->pause_after_frame = false;
+			kd_conn_pause(c);
+			break;
+		}
 	}
 	return (ssize_t)off;
 }

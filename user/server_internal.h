@@ -101,6 +101,12 @@ struct kd_conn {
 	uint8_t ws_hdr[10];
 	uint8_t ws_hdr_len;
 	bool close_after_flush;
+	/* backpressure: a destination whose socket is full says so... */
+	int congested;            /* atomic: 1 while its socket refuses writes */
+	uint64_t congested_since_ms; /* atomic */
+	/* ...and a sender that fed one pauses its reads for a moment */
+	bool pause_after_frame, paused;
+	struct kd_timer resume;
 
 	struct kd_timer deadline; /* handshake or write deadline */
 	struct kd_timer keepalive;
@@ -316,6 +322,14 @@ void kd_buf_free(struct kd_buf *b);
 
 /* Feeds input that waited (admission) to the DERP parser again. */
 void kd_conn_resume_input(struct kd_conn *c);
+/* Re-arms epoll from the connection's state (reading paused, writes waiting). */
+void kd_conn_update_events(struct kd_conn *c);
+void kd_conn_pause(struct kd_conn *c);
+/* How long a sender pauses for a congested destination, and for how long a
+ * destination may stay congested before senders stop waiting for it and
+ * its queue head-drops as the reference's does. */
+#define KD_PAUSE_MS 1
+#define KD_CONGESTION_PATIENCE_MS 50
 
 /* derp_conn.c */
 void kd_derp_admission_done(struct kd_conn *c, bool allow, const char *reason);
