@@ -29,6 +29,31 @@
 
 /* --- measuring the process the server runs in --- */
 
+#if defined(__SANITIZE_ADDRESS__)
+#define KD_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KD_ASAN 1
+#endif
+#endif
+
+/* ASan's quarantine keeps up to 256 MiB of freed memory resident, so VmRSS
+ * says nothing about the server there: the bound is checked in plain builds
+ * and the test says so instead of passing silently. */
+static void rss_bound(long before_kb, long after_kb, long slack_kb)
+{
+#ifdef KD_ASAN
+	(void)before_kb;
+	(void)after_kb;
+	(void)slack_kb;
+	print_message("# SKIP VmRSS bound not checked under ASan (its quarantine keeps freed memory resident)\n");
+	skip();
+#else
+	if (after_kb - before_kb >= slack_kb)
+		fail_msg("VmRSS grew %ld kB (from %ld kB), bound %ld kB", after_kb - before_kb, before_kb, slack_kb);
+#endif
+}
+
 static int64_t mono_ms(void)
 {
 	struct timespec ts;
@@ -328,8 +353,6 @@ static void test_stalled_reader_bounded_memory(void **state)
 	print_message("# stalled reader: %lld MiB more sent, VmRSS %ld -> %ld kB, drops %lld -> %lld, "
 		      "bystander max ping RTT %lld ms\n",
 		      sent2 * (long long)sizeof(pkt) >> 20, rss1, rss2, d1, d2, (long long)max_rtt);
-	/* 128 MiB more went to B: its cost must not follow the volume */
-	assert_true(rss2 - rss1 < 16 * 1024);
 	assert_true(max_rtt < 500);
 	metric_wait(&ts, "derp_current_connections", 4, false);
 	kd_client_close(a);
@@ -337,6 +360,8 @@ static void test_stalled_reader_bounded_memory(void **state)
 	kd_client_close(c);
 	kd_client_close(d);
 	ts_stop(&ts);
+	/* 125 MiB more went to B: its cost must not follow the volume */
+	rss_bound(rss1, rss2, 16 * 1024);
 }
 
 /* --- accept floods --- */
@@ -778,7 +803,6 @@ static void test_churn_no_leaks(void **state)
 		      done, (long long)churn_ms, fd0, fd1, rss0, rss1);
 	assert_true(done >= 1000);
 	assert_int_equal(fd1, fd0);
-	assert_true(rss1 - rss0 < 8 * 1024);
 	if (!consistent)
 		fail_msg("registry: %s", problems);
 	/* B heard about every source that left */
@@ -788,6 +812,7 @@ static void test_churn_no_leaks(void **state)
 	assert_true(tc_alive(b));
 	kd_client_close(b);
 	ts_stop(&ts);
+	rss_bound(rss0, rss1, 8 * 1024);
 }
 
 static void test_half_open_connects_reaped(void **state)
