@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -856,6 +857,81 @@ static void test_half_open_connects_reaped(void **state)
 	ts_stop(&ts);
 }
 
+/* --- descriptor exhaustion --- */
+
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* Connections wait in the backlog while the process is out of descriptors:
+ * accept() fails with EMFILE and the listener stays readable. The workers
+ * must not spin on it, and must take the waiting connections once
+ * descriptors are free again. */
+static void test_fd_exhaustion_accept_does_not_spin(void **state)
+{
+	struct ts_server ts;
+	struct rlimit old, low;
+	enum { N = 40 };
+	int fds[N];
+	(void)state;
+
+	assert_int_equal(ts_start(&ts, NULL, NULL), 0);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	/* the sockets exist before the limit drops: connect() needs no new descriptor */
+	for (int i = 0; i < N; i++) {
+		fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		assert_true(fds[i] >= 0);
+	}
+	int top = 0;
+	for (int i = 0; i < N; i++)
+		if (fds[i] > top)
+			top = fds[i];
+	low = old;
+	low.rlim_cur = (rlim_t)top + 1; /* assumes the fds below top are all in use */
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)ts.port)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int connected = 0;
+	for (int i = 0; i < N; i++)
+		if (connect(fds[i], (struct sockaddr *)&a, sizeof(a)) == 0)
+			connected++;
+	/* the workers see a readable listener they cannot accept from */
+	usleep(100000);
+	double cpu0 = cpu_seconds();
+	int64_t t0 = mono_ms();
+	usleep(1000000);
+	double busy = (cpu_seconds() - cpu0) / ((double)(mono_ms() - t0) / 1000.0);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	print_message("# fd exhaustion: %d connections waiting in the backlog; process CPU while "
+		      "out of descriptors: %.0f%% of one core\n",
+		      connected, busy * 100);
+	assert_int_equal(connected, N);
+	/* descriptors are back: the waiting connections are served */
+	static const char req[] = "GET /generate_204 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+	char head[1024];
+	for (int i = 0; i < N; i += 13) {
+		assert_int_equal(ts_write_all(fds[i], req, sizeof(req) - 1), 0);
+		assert_int_equal(read_head(fds[i], head, sizeof(head), 3000), 0);
+		assert_int_equal(strncmp(head, "HTTP/1.1 204", 12), 0);
+	}
+	for (int i = 0; i < N; i++)
+		close(fds[i]);
+	struct kd_keypair ka = {0};
+	struct kd_client *c = tc_login(&ts, &ka, NULL);
+	assert_non_null(c);
+	assert_true(tc_alive(c));
+	kd_client_close(c);
+	ts_stop(&ts);
+	/* an idle server out of descriptors must not burn a core retrying accept() */
+	if (busy >= 0.3)
+		fail_msg("workers spin on accept() EMFILE: %.0f%% CPU", busy * 100);
+}
+
 /* --- clients that leave mid-frame while packets fly to them --- */
 
 static void test_leave_mid_frame_with_packets_in_flight(void **state)
@@ -922,6 +998,7 @@ int main(void)
 		cmocka_unit_test(test_churn_no_leaks),
 		cmocka_unit_test(test_half_open_connects_reaped),
 		cmocka_unit_test(test_leave_mid_frame_with_packets_in_flight),
+		cmocka_unit_test(test_fd_exhaustion_accept_does_not_spin),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
