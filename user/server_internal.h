@@ -173,6 +173,7 @@ struct kd_worker {
 	bool started;
 	struct kd_io listen_io;
 	struct kd_io listen80_io;
+	struct kd_timer accept_resume; /* listeners paused after accept() ran out of fds */
 	uint8_t *scratch;         /* read buffer for whole-frame parsing */
 	size_t scratch_cap;
 	struct kd_conn *flush_list;
