@@ -6,6 +6,8 @@
  * connection with the right counter, and thousands of connections come and
  * go without leaking a descriptor. Every loop is bounded in count and time. */
 #include <dirent.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <errno.h>
 #include <poll.h>
 #include <setjmp.h>
@@ -733,6 +735,37 @@ static void test_malformed_http(void **state)
 	ts_stop(&ts);
 }
 
+/* A client that sends its request and then shuts down its write side (nc -N,
+ * HTTP/1.0 scripts, some health checkers) still gets the response: EOF on
+ * input is no reason to drop output already owed. */
+static void test_http_half_close_still_answered(void **state)
+{
+	static const char req[] = "GET /generate_204 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+	struct ts_server ts;
+	char head[1024] = "";
+	int ok = 0;
+	(void)state;
+
+	assert_int_equal(ts_start(&ts, NULL, NULL), 0);
+	for (int i = 0; i < 20; i++) {
+		int fd = ts_connect(ts.port), one = 1;
+		assert_true(fd >= 0);
+		/* corked, the request and the FIN leave in one segment: the server
+		 * reads both in one pass, as it would from a fast client over a WAN */
+		setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one));
+		assert_int_equal(ts_write_all(fd, req, sizeof(req) - 1), 0);
+		shutdown(fd, SHUT_WR);
+		if (read_head(fd, head, sizeof(head), 2000) == 0 && !strncmp(head, "HTTP/1.1 204", 12))
+			ok++;
+		assert_true(ts_wait_closed(fd, 2000));
+		close(fd);
+	}
+	print_message("# half-closed HTTP clients answered: %d of 20\n", ok);
+	assert_int_equal(ok, 20);
+	hs_expect(&ts, "eof", 0);
+	ts_stop(&ts);
+}
+
 /* --- churn --- */
 
 static int wait_fds(int want, int timeout_ms)
@@ -995,6 +1028,7 @@ int main(void)
 		cmocka_unit_test(test_oversize_lengths_every_frame_type),
 		cmocka_unit_test(test_bad_handshakes_close_only_their_connection),
 		cmocka_unit_test(test_malformed_http),
+		cmocka_unit_test(test_http_half_close_still_answered),
 		cmocka_unit_test(test_churn_no_leaks),
 		cmocka_unit_test(test_half_open_connects_reaped),
 		cmocka_unit_test(test_leave_mid_frame_with_packets_in_flight),
