@@ -294,7 +294,7 @@ static void set_want_write(struct kd_conn *c, bool on)
 	if (c->want_write == on)
 		return;
 	c->want_write = on;
-	kd_io_mod(c->w->loop, &c->io, EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0));
+	kd_io_mod(c->w->loop, &c->io, (c->rd_eof ? 0 : EPOLLIN | EPOLLRDHUP) | (on ? EPOLLOUT : 0));
 }
 
 static void arm_write_deadline(struct kd_conn *c)
@@ -681,6 +681,14 @@ static void on_readable(struct kd_conn *c)
 					return;
 				continue;
 			}
+		}
+		if (r == 0 && c->state == KD_CONN_HTTP_RESPONDING) {
+			/* a half-close after the request: the response is still owed;
+			 * stop reading (EOF stays readable) and close once it is out */
+			c->rd_eof = true;
+			c->http_close_after = true;
+			kd_io_mod(w->loop, &c->io, c->want_write ? EPOLLOUT : 0);
+			return;
 		}
 		if (r == 0) {
 			if (c->state < KD_CONN_ACTIVE && c->state != KD_CONN_HTTP)

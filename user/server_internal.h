@@ -83,6 +83,7 @@ struct kd_conn {
 	bool dirty;               /* on the worker's flush list */
 	bool want_write;          /* EPOLLOUT armed */
 	bool http_close_after;
+	bool rd_eof;              /* peer shut down its side: no more EPOLLIN */
 	bool port80;              /* accepted on the plaintext listener next to TLS */
 
 	struct kd_timer deadline; /* handshake or write deadline */
