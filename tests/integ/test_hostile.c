@@ -766,6 +766,35 @@ static void test_http_half_close_still_answered(void **state)
 	ts_stop(&ts);
 }
 
+/* Pipelined keep-alive requests in one write: each answer frees the next
+ * request, and none of them may wait for an unrelated timer to fire. */
+static void test_http_pipelined_requests_all_answered(void **state)
+{
+	static const char req[] = "GET /generate_204 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+	enum { N = 12 };
+	struct ts_server ts;
+	char all[N * sizeof(req)], head[1024];
+	size_t n = 0;
+	int got = 0;
+	(void)state;
+
+	assert_int_equal(ts_start(&ts, NULL, NULL), 0);
+	for (int i = 0; i < N; i++) {
+		memcpy(all + n, req, sizeof(req) - 1);
+		n += sizeof(req) - 1;
+	}
+	int fd = ts_connect(ts.port);
+	assert_true(fd >= 0);
+	assert_int_equal(ts_write_all(fd, all, n), 0);
+	int64_t t0 = mono_ms();
+	while (got < N && read_head(fd, head, sizeof(head), 2000) == 0 && !strncmp(head, "HTTP/1.1 204", 12))
+		got++;
+	print_message("# pipelined: %d of %d answered in %lld ms\n", got, N, (long long)(mono_ms() - t0));
+	assert_int_equal(got, N);
+	close(fd);
+	ts_stop(&ts);
+}
+
 /* --- churn --- */
 
 static int wait_fds(int want, int timeout_ms)
@@ -1029,6 +1058,7 @@ int main(void)
 		cmocka_unit_test(test_bad_handshakes_close_only_their_connection),
 		cmocka_unit_test(test_malformed_http),
 		cmocka_unit_test(test_http_half_close_still_answered),
+		cmocka_unit_test(test_http_pipelined_requests_all_answered),
 		cmocka_unit_test(test_churn_no_leaks),
 		cmocka_unit_test(test_half_open_connects_reaped),
 		cmocka_unit_test(test_leave_mid_frame_with_packets_in_flight),
