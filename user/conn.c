@@ -401,6 +401,10 @@ void kd_worker_before_sleep(void *arg)
 				kd_conn_flush(c);
 		}
 	}
+	/* still dirty after the rounds (pipelined HTTP: each response frees
+	 * the next request): come straight back instead of sleeping on them */
+	if (w->flush_list)
+		kd_loop_wake(w->loop);
 	kd_worker_send_outbox(w);
 	while (w->close_list) {
 		struct kd_conn *c = w->close_list;
