@@ -795,6 +795,94 @@ static void test_http_pipelined_requests_all_answered(void **state)
 	ts_stop(&ts);
 }
 
+/* The TLS port: a ClientHello cut in half, junk that is not TLS, and a
+ * completed handshake whose HTTP request trickles in. The deadline runs
+ * from accept across the TLS handshake and the request alike. */
+static void test_tls_port_hostile(void **state)
+{
+	struct ts_server ts;
+	struct kd_server_config cfg;
+	uint8_t hello[4096];
+	(void)state;
+
+	kd_server_config_defaults(&cfg);
+	cfg.certmode = "dev";
+	cfg.hostname = "127.0.0.1";
+	cfg.http_port = -1;
+	cfg.http_timeout_ms = 1000;
+	assert_int_equal(ts_start(&ts, &cfg, NULL), 0);
+
+	size_t hl = client_hello(hello, sizeof(hello));
+	assert_true(hl > 10);
+	int half = ts_connect(ts.port);
+	assert_true(half >= 0);
+	int64_t t0 = mono_ms();
+	assert_int_equal(ts_write_all(half, hello, hl / 2), 0);
+
+	int junk = ts_connect(ts.port);
+	assert_true(junk >= 0);
+	static const char not_tls[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n\x00\x01\x02 and more junk";
+	assert_int_equal(ts_write_all(junk, not_tls, sizeof(not_tls) - 1), 0);
+	int64_t junk_took = closed_after(junk, mono_ms(), 2000);
+	close(junk);
+
+	/* a full handshake, then one request byte every 200 ms */
+	int slow = ts_connect(ts.port);
+	assert_true(slow >= 0);
+	int64_t t1 = mono_ms();
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	assert_non_null(ctx);
+	SSL *ssl = SSL_new(ctx);
+	assert_non_null(ssl);
+	SSL_set_fd(ssl, slow);
+	assert_int_equal(SSL_connect(ssl), 1);
+	static const char req[] = "GET /derp HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: DERP\r\n\r\n";
+	int64_t slow_took = -1;
+	for (size_t i = 0; i < sizeof(req) - 1 && mono_ms() - t1 < 5000; i++) {
+		if (SSL_write(ssl, req + i, 1) != 1) {
+			slow_took = mono_ms() - t1;
+			break;
+		}
+		struct pollfd p = {.fd = slow, .events = POLLIN};
+		if (poll(&p, 1, 200) == 1) {
+			char b[64];
+			if (SSL_read(ssl, b, sizeof(b)) <= 0) {
+				slow_took = mono_ms() - t1;
+				break;
+			}
+		}
+	}
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	close(slow);
+
+	int64_t half_took = closed_after(half, t0, 3000);
+	close(half);
+	print_message("# TLS port: half ClientHello closed after %lld ms, junk after %lld ms, "
+		      "trickled request after %lld ms\n",
+		      (long long)half_took, (long long)junk_took, (long long)slow_took);
+	assert_true(half_took >= 900 && half_took <= 2000);
+	assert_true(junk_took >= 0 && junk_took < 500);
+	assert_true(slow_took >= 700 && slow_took <= 2000);
+	hs_expect(&ts, "timeout", 2);
+	hs_expect(&ts, "tls", 1);
+	struct kd_keypair ka = {0};
+	struct kd_client_opts o = {0};
+	char url[64];
+	struct kd_client *c = NULL;
+	snprintf(url, sizeof(url), "https://127.0.0.1:%d/derp", ts.port);
+	o.url = url;
+	kd_keypair_generate(&ka);
+	o.key = ka;
+	o.insecure = true;
+	o.can_ack_pings = true;
+	o.timeout_ms = 5000;
+	assert_int_equal(kd_client_connect(&c, &o), 0);
+	assert_true(tc_alive(c));
+	kd_client_close(c);
+	ts_stop(&ts);
+}
+
 /* --- churn --- */
 
 static int wait_fds(int want, int timeout_ms)
@@ -1059,6 +1147,7 @@ int main(void)
 		cmocka_unit_test(test_malformed_http),
 		cmocka_unit_test(test_http_half_close_still_answered),
 		cmocka_unit_test(test_http_pipelined_requests_all_answered),
+		cmocka_unit_test(test_tls_port_hostile),
 		cmocka_unit_test(test_churn_no_leaks),
 		cmocka_unit_test(test_half_open_connects_reaped),
 		cmocka_unit_test(test_leave_mid_frame_with_packets_in_flight),
