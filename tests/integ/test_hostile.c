@@ -883,6 +883,59 @@ static void test_tls_port_hostile(void **state)
 	ts_stop(&ts);
 }
 
+/* Unauthenticated connections that each send most of a maximal ClientInfo
+ * and stall: the server holds their bytes until the handshake deadline.
+ * What one costs must stay near the ClientInfo cap, and all of it must come
+ * back when the deadline closes them. */
+static void test_partial_client_info_memory(void **state)
+{
+	struct ts_server ts;
+	struct kd_server_config cfg;
+	enum { N = 100 };
+	static int fds[N];
+	size_t plen = DERP_MAX_CLIENT_INFO, sent = plen - 100;
+	uint8_t *f = calloc(1, DERP_FRAME_HDR_LEN + plen);
+	(void)state;
+
+	assert_non_null(f);
+	derp_hdr_put((struct derp_frame_hdr *)f, DERP_FRAME_CLIENT_INFO, (uint32_t)plen);
+	memset(f + DERP_FRAME_HDR_LEN, 0x11, plen);
+	kd_server_config_defaults(&cfg);
+	cfg.handshake_timeout_ms = 3000;
+	assert_int_equal(ts_start(&ts, &cfg, NULL), 0);
+	/* warm the allocator with one round trip of the same shape */
+	fds[0] = raw_upgrade(ts.port, NULL);
+	assert_true(fds[0] >= 0);
+	close(fds[0]);
+	metric_wait(&ts, "derp_current_connections", 0, false);
+	usleep(100000);
+	long rss0 = vmrss_kb();
+	int64_t t0 = mono_ms();
+	for (int i = 0; i < N; i++) {
+		fds[i] = raw_upgrade(ts.port, NULL);
+		assert_true(fds[i] >= 0);
+		assert_int_equal(ts_write_all(fds[i], f, DERP_FRAME_HDR_LEN + sent), 0);
+	}
+	usleep(300000);
+	long rss1 = vmrss_kb();
+	int closed = 0;
+	for (int i = 0; i < N; i++) {
+		int left = (int)(t0 + 3000 + 2000 - mono_ms());
+		closed += ts_wait_closed(fds[i], left > 0 ? left : 0);
+		close(fds[i]);
+	}
+	usleep(200000);
+	long rss2 = vmrss_kb();
+	print_message("# %d stalled %zu KiB ClientInfos: VmRSS %ld -> %ld kB (%ld kB each), after the deadline %ld kB\n",
+		      N, sent >> 10, rss0, rss1, (rss1 - rss0) / N, rss2);
+	assert_int_equal(closed, N);
+	hs_expect(&ts, "timeout", N);
+	free(f);
+	ts_stop(&ts);
+	rss_bound(rss0, rss1, N * (long)(DERP_MAX_CLIENT_INFO / 1024) * 5 / 4);
+	rss_bound(rss0, rss2, 8 * 1024);
+}
+
 /* --- churn --- */
 
 static int wait_fds(int want, int timeout_ms)
@@ -1148,6 +1201,7 @@ int main(void)
 		cmocka_unit_test(test_http_half_close_still_answered),
 		cmocka_unit_test(test_http_pipelined_requests_all_answered),
 		cmocka_unit_test(test_tls_port_hostile),
+		cmocka_unit_test(test_partial_client_info_memory),
 		cmocka_unit_test(test_churn_no_leaks),
 		cmocka_unit_test(test_half_open_connects_reaped),
 		cmocka_unit_test(test_leave_mid_frame_with_packets_in_flight),
