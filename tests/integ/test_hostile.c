@@ -762,6 +762,19 @@ static void test_http_half_close_still_answered(void **state)
 	}
 	print_message("# half-closed HTTP clients answered: %d of 20\n", ok);
 	assert_int_equal(ok, 20);
+	/* keep-alive requests pipelined before the FIN are all answered */
+	static const char ka[] = "GET /generate_204 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+	int fd = ts_connect(ts.port), one = 1, got = 0;
+	assert_true(fd >= 0);
+	setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one));
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(ts_write_all(fd, ka, sizeof(ka) - 1), 0);
+	shutdown(fd, SHUT_WR);
+	while (got < 3 && read_head(fd, head, sizeof(head), 2000) == 0 && !strncmp(head, "HTTP/1.1 204", 12))
+		got++;
+	assert_int_equal(got, 3);
+	assert_true(ts_wait_closed(fd, 2000));
+	close(fd);
 	hs_expect(&ts, "eof", 0);
 	ts_stop(&ts);
 }
