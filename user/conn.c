@@ -380,6 +380,11 @@ int kd_conn_flush(struct kd_conn *c)
 		/* a pipelined request may already be buffered */
 		if (c->in.len > c->in.off && !consume_input(c))
 			return -EPIPE;
+		/* the peer half-closed: answer what it asked, then nothing is coming */
+		if (c->rd_eof && c->state != KD_CONN_HTTP_RESPONDING) {
+			kd_conn_close(c, NULL);
+			return -EPIPE;
+		}
 	}
 	return 0;
 }
@@ -687,10 +692,10 @@ static void on_readable(struct kd_conn *c)
 			}
 		}
 		if (r == 0 && c->state == KD_CONN_HTTP_RESPONDING) {
-			/* a half-close after the request: the response is still owed;
-			 * stop reading (EOF stays readable) and close once it is out */
+			/* a half-close after the request: the response (and those of
+			 * requests pipelined before the EOF) is still owed; stop reading
+			 * (EOF stays readable) and close once they are out */
 			c->rd_eof = true;
-			c->http_close_after = true;
 			kd_io_mod(w->loop, &c->io, c->want_write ? EPOLLOUT : 0);
 			return;
 		}
