@@ -305,6 +305,42 @@ static void test_tls_port_hostile(void **state)
 	ts_stop(&ts);
 }
 
+/* The HTTP deadline bounds each request, as Go's ReadTimeout does (spec
+ * §3.1: 30 s on the main listener), not the life of a keep-alive
+ * connection: a client that asks every 400 ms under a 1 s deadline is
+ * answered every time, and is closed once it goes idle for longer. */
+static void test_http_keepalive_deadline_per_request(void **state)
+{
+	static const char req[] = "GET /generate_204 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+	struct ts_server ts;
+	struct kd_server_config cfg;
+	char head[1024];
+	int got = 0;
+	(void)state;
+
+	kd_server_config_defaults(&cfg);
+	cfg.http_timeout_ms = 1000;
+	assert_int_equal(ts_start(&ts, &cfg, NULL), 0);
+	int fd = ts_connect(ts.port);
+	assert_true(fd >= 0);
+	int64_t t0 = th_mono_ms();
+	for (int i = 0; i < 6; i++) {
+		if (ts_write_all(fd, req, sizeof(req) - 1) != 0 || th_read_head(fd, head, sizeof(head), 1500) != 0 ||
+		    strncmp(head, "HTTP/1.1 204", 12) != 0)
+			break;
+		got++;
+		usleep(400000);
+	}
+	print_message("# keep-alive every 400 ms under a 1 s deadline: %d of 6 answered over %lld ms\n", got,
+		      (long long)(th_mono_ms() - t0));
+	assert_int_equal(got, 6);
+	/* idle now: the deadline still closes it */
+	int64_t idle = th_closed_after(fd, th_mono_ms(), 3000);
+	assert_true(idle >= 0 && idle <= 1500);
+	close(fd);
+	ts_stop(&ts);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -313,6 +349,7 @@ int main(void)
 		cmocka_unit_test(test_http_half_close_still_answered),
 		cmocka_unit_test(test_http_pipelined_requests_all_answered),
 		cmocka_unit_test(test_tls_port_hostile),
+		cmocka_unit_test(test_http_keepalive_deadline_per_request),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
