@@ -377,6 +377,9 @@ int kd_conn_flush(struct kd_conn *c)
 			return -EPIPE;
 		}
 		c->state = KD_CONN_HTTP;
+		/* like Go's ReadTimeout the deadline bounds each request, not the
+		 * life of a keep-alive connection; idle ones still expire */
+		kd_timer_arm(c->w->loop, &c->deadline, kd_loop_now(c->w->loop) + c->srv->cfg.http_timeout_ms);
 		/* a pipelined request may already be buffered */
 		if (c->in.len > c->in.off && !consume_input(c))
 			return -EPIPE;
