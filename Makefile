@@ -168,7 +168,7 @@ test-vm: $(VM_BINS)
 	$(Q)tests/vm/run.sh $(VM_TESTS)
 
 # --- fuzzing (clang libFuzzer + ASan/UBSan, its own build of the library) ----
-FUZZ_CFLAGS := -std=gnu11 -O1 -g $(WARN) -D_GNU_SOURCE -Iinclude -Iuser -I$(BUILD)/bpf \
+FUZZ_CFLAGS := -std=gnu11 -O1 -g $(WARN) -D_GNU_SOURCE -Iinclude -Iuser -I$(BUILD)/bpf -MMD -MP \
 	-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -pthread
 
 $(FUZZ_BUILD)/%.o: %.c | $(BPF_SKELS)

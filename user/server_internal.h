@@ -93,6 +93,7 @@ struct kd_conn {
 	bool dirty;               /* on the worker's flush list */
 	bool want_write;          /* EPOLLOUT armed */
 	bool http_close_after;
+	bool rd_eof;              /* peer shut down its side: no more EPOLLIN */
 	bool port80;              /* accepted on the plaintext listener next to TLS */
 	/* DERP over WebSocket (spec §3.7): every batch becomes one binary message */
 	struct kd_ws_decoder *ws; /* NULL for raw DERP */
@@ -223,6 +224,7 @@ struct kd_worker {
 	bool started;
 	struct kd_io listen_io;
 	struct kd_io listen80_io;
+	struct kd_timer accept_resume; /* listeners paused after accept() ran out of fds */
 	uint8_t *scratch;         /* read buffer for whole-frame parsing */
 	size_t scratch_cap;
 	struct kd_conn *flush_list;
