@@ -391,7 +391,7 @@ int kd_conn_flush(struct kd_conn *c)
 		const struct {
 			uint8_t *p;
 			size_t len;
-		} pre[] = {{c->raw.data + c->raw.off, c->raw_inflight}, {c->ws_hdr, c->ws_hdr_len}};
+		} pre[] = {{c->raw.data ? c->raw.data + c->raw.off : NULL, c->raw_inflight}, {c->ws_hdr, c->ws_hdr_len}};
 		for (size_t k = 0; k < 2; k++) {
 			if (skip >= pre[k].len) {
 				skip -= pre[k].len;

@@ -526,7 +526,7 @@ void kd_server_free(struct kd_server *s)
 		free(w->scratch);
 		while (w->pool) {
 			struct kd_pkt *p = w->pool;
-			memcpy(&w->pool, p->frame, sizeof(p));
+			w->pool = p->next_free;
 			free(p);
 		}
 		for (int k = 0; w->outbox && k < s->nworkers; k++)

@@ -27,7 +27,10 @@
 
 /* A frame ready to write, owned by exactly one queue or message at a time. */
 struct kd_pkt {
-	uint64_t enq_ms;
+	union {
+		uint64_t enq_ms;
+		struct kd_pkt *next_free; /* on a worker's free list */
+	};
 	uint32_t len;             /* bytes in frame[] */
 	uint8_t kind;             /* enum derp_kind, for drop accounting */
 	uint8_t pooled;           /* a KD_PKT_POOL_SIZE buffer from a worker's pool */
@@ -241,7 +244,7 @@ struct kd_worker {
 	bool stopping;
 	struct kd_admission_queue *admq;
 	struct kd_io adm_io;
-	struct kd_pkt *pool;      /* free list, linked through the frame bytes */
+	struct kd_pkt *pool;      /* free list through next_free */
 	uint32_t pool_len;
 };
 
