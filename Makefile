@@ -86,16 +86,16 @@ run: all
 	$(BUILD)/kderpd -dev
 
 # --- BPF -------------------------------------------------------------------
-$(BUILD)/bpf/%.tmp.o: bpf/%.bpf.c $(VMLINUX_H) | $(BUILD)/bpf
+$(BPF_OBJS:.bpf.o=.tmp.o): $(BUILD)/bpf/%.tmp.o: bpf/%.bpf.c $(VMLINUX_H) | $(BUILD)/bpf
 	$(call msg,BPF,$@)
 	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Iinclude -Ibpf \
 		-include $(VMLINUX_H) -MMD -MP -c $< -o $@
 
-$(BUILD)/bpf/%.bpf.o: $(BUILD)/bpf/%.tmp.o
+$(BPF_OBJS): $(BUILD)/bpf/%.bpf.o: $(BUILD)/bpf/%.tmp.o
 	$(call msg,GEN-OBJ,$@)
 	$(Q)$(BPFTOOL) gen object $@ $<
 
-$(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
+$(BPF_SKELS): $(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
 	$(call msg,GEN-SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@
 
@@ -114,7 +114,7 @@ $(BUILD)/kderpd: $(BUILD)/user/main.o $(LIB)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ $(LDLIBS) -o $@
 
 .SECONDEXPANSION:
-$(BUILD)/%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard tools/$$*/*.c)) $(LIB)
+$(TOOLS): $(BUILD)/%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard tools/$$*/*.c)) $(LIB)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ $(LDLIBS) -o $@
 

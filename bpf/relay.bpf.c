@@ -1,0 +1,284 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Kernel data plane: strparser frames DERP on offloaded plain-TCP sockets,
+ * the verdict relays SendPacket -> RecvPacket between them and hands every
+ * other frame to userspace. The daemon's own frames reach offloaded sockets
+ * through the injector socket, so they queue behind relayed frames in the
+ * same psock backlog instead of interleaving with them on the wire. */
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "relay_maps.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define SK_DROP 0
+#define SK_PASS 1
+#define EMSGSIZE 90
+#define EINVAL 22
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, KD_RELAY_MAX_SOCKS);
+	__type(key, struct kd_relay_key);
+	__type(value, __u64);
+} relay_socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} relay_inject SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KD_RELAY_MAX_SOCKS + 1);
+	__type(key, __u64); /* socket cookie */
+	__type(value, struct kd_relay_meta);
+} relay_meta SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kd_relay_config);
+} relay_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KD_RELAY_REASON_MAX);
+	__type(key, enum kd_relay_reason); /* so bpftool prints reason names */
+	__type(value, __u64);
+} relay_counters SEC(".maps");
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+static __always_inline void count(enum kd_relay_reason r)
+{
+	__u64 *c = bpf_map_lookup_elem(&relay_counters, &r);
+
+	if (c)
+		*c += 1;
+}
+
+/* The frame does not start at 0: strparser hands us a clone of the whole TCP
+ * skb and the message begins at strp_msg(skb)->offset, which __sk_buff does
+ * not expose (reading at 0 corrupts the stream within a few frames). */
+static __always_inline __u32 strp_offset(struct __sk_buff *skb)
+{
+	struct sk_buff *k = bpf_cast_to_kern_ctx(skb);
+	struct sk_skb_cb *cb = (struct sk_skb_cb *)k->cb;
+
+	return (__u32)cb->strp.strp.offset;
+}
+
+SEC("sk_skb/stream_parser")
+int relay_parser(struct __sk_buff *skb)
+{
+	struct derp_frame_hdr h;
+	__u32 off = strp_offset(skb);
+	__u32 len;
+
+	if (off > skb->len || skb->len - off < DERP_FRAME_HDR_LEN) {
+		count(KD_RELAY_PARSER_SHORT_FRAME);
+		return 0; /* strparser calls again with more bytes */
+	}
+	if (bpf_skb_load_bytes(skb, off, &h, sizeof(h))) {
+		count(KD_RELAY_PARSER_ERROR);
+		return -EINVAL;
+	}
+	len = derp_hdr_len(&h);
+	if (len > KD_RELAY_MAX_FRAME - DERP_FRAME_HDR_LEN) {
+		/* aborts the socket with EMSGSIZE; the daemon sees SO_ERROR */
+		count(KD_RELAY_PARSER_TOO_LARGE);
+		return -EMSGSIZE;
+	}
+	count(KD_RELAY_PARSER_FRAME);
+	return DERP_FRAME_HDR_LEN + len;
+}
+
+/* Bytes redirected to dst that its TCP send queue has not taken yet: the
+ * psock backlog, which the kernel lets grow without limit. Observed as the
+ * bytes we redirected minus how far dst's write_seq moved since the first
+ * redirect. Returns the destination's meta or NULL when dst is not ours. */
+static __always_inline struct kd_relay_meta *dest_meta(const struct kd_relay_key *dst,
+							__u32 *queued)
+{
+	struct kd_relay_meta *m;
+	struct bpf_sock *sk;
+	struct tcp_sock *tp;
+	__u64 cookie, base, old;
+	__u32 wseq;
+
+	sk = bpf_map_lookup_elem(&relay_socks, dst);
+	if (!sk)
+		return NULL;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp) {
+		bpf_sk_release(sk);
+		return NULL;
+	}
+	wseq = tp->write_seq;
+	cookie = tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter;
+	bpf_sk_release(sk);
+
+	m = bpf_map_lookup_elem(&relay_meta, &cookie);
+	if (!m)
+		return NULL;
+	base = m->seq_base;
+	if (!base) {
+		/* One winner sets the base; nothing can be accounted to m
+		 * before that, so write_seq here is the empty-backlog point. */
+		base = (1ull << 32) | wseq;
+		old = __sync_val_compare_and_swap(&m->seq_base, 0, base);
+		if (old)
+			base = old;
+	}
+	*queued = (__u32)base + (__u32)m->redirected_bytes - wseq;
+	if ((__s32)*queued < 0)
+		*queued = 0;
+	return m;
+}
+
+static __always_inline __u32 queue_bound(void)
+{
+	__u32 zero = 0;
+	struct kd_relay_config *c = bpf_map_lookup_elem(&relay_config, &zero);
+
+	if (c && c->queue_bytes)
+		return c->queue_bytes;
+	return KD_RELAY_DEFAULT_QUEUE_BYTES;
+}
+
+static __always_inline void account(struct kd_relay_meta *m, __u32 flen)
+{
+	__sync_fetch_and_add(&m->redirected_bytes, flen);
+	__sync_fetch_and_add(&m->redirected_frames, 1);
+}
+
+/* The injector's stream is [route][frame][route][frame]...: a route frame
+ * names the destination of the frame that follows it. One socket's verdicts
+ * run one at a time, so the route can live in the injector's own meta. */
+static __always_inline int inject_verdict(struct __sk_buff *skb, struct kd_relay_meta *self,
+					  __u32 off)
+{
+	struct kd_relay_key dst;
+	struct kd_relay_meta *m;
+	struct derp_frame_hdr h;
+	__u32 queued = 0, flen;
+
+	if (bpf_skb_load_bytes(skb, off, &h, sizeof(h))) {
+		count(KD_RELAY_PARSE_ERROR);
+		return SK_DROP;
+	}
+	flen = DERP_FRAME_HDR_LEN + derp_hdr_len(&h);
+	if (h.type == KD_RELAY_ROUTE_TYPE && flen == KD_RELAY_ROUTE_LEN) {
+		if (bpf_skb_load_bytes(skb, off + DERP_FRAME_HDR_LEN, self->key, DERP_KEY_LEN)) {
+			count(KD_RELAY_PARSE_ERROR);
+			self->flags &= ~KD_RELAY_F_ROUTE;
+			return SK_DROP;
+		}
+		self->flags |= KD_RELAY_F_ROUTE;
+		count(KD_RELAY_INJECT_ROUTE);
+		return SK_DROP;
+	}
+	if (!(self->flags & KD_RELAY_F_ROUTE)) {
+		count(KD_RELAY_INJECT_NO_ROUTE);
+		return SK_DROP;
+	}
+	__builtin_memcpy(&dst, self->key, sizeof(dst));
+	self->flags &= ~KD_RELAY_F_ROUTE;
+
+	m = dest_meta(&dst, &queued);
+	if (!m) {
+		count(KD_RELAY_INJECT_UNKNOWN_DEST);
+		return SK_DROP;
+	}
+	if (queued > queue_bound()) {
+		__sync_fetch_and_add(&m->dropped_frames, 1);
+		count(KD_RELAY_INJECT_OVER_BOUND);
+		return SK_DROP;
+	}
+	if (bpf_sk_redirect_hash(skb, &relay_socks, &dst, 0) != SK_PASS) {
+		count(KD_RELAY_INJECT_UNKNOWN_DEST);
+		return SK_DROP;
+	}
+	account(m, flen);
+	count(KD_RELAY_INJECTED);
+	return SK_PASS;
+}
+
+SEC("sk_skb/stream_verdict")
+int relay_verdict(struct __sk_buff *skb)
+{
+	struct derp_packet_hdr ph;
+	struct kd_relay_meta *self, *m;
+	struct kd_relay_config *cfg;
+	struct kd_relay_key dst;
+	__u32 off = strp_offset(skb);
+	__u32 zero = 0, queued = 0, len;
+	__u64 cookie;
+
+	cookie = bpf_get_socket_cookie(skb);
+	self = bpf_map_lookup_elem(&relay_meta, &cookie);
+	if (self && (self->flags & KD_RELAY_F_INJECTOR))
+		return inject_verdict(skb, self, off);
+
+	if (bpf_skb_load_bytes(skb, off, &ph.h, sizeof(ph.h))) {
+		/* cannot happen after the parser read it; let userspace see it */
+		count(KD_RELAY_PARSE_ERROR);
+		return SK_PASS;
+	}
+	if (ph.h.type != DERP_FRAME_SEND_PACKET) {
+		count(KD_RELAY_PASSED_CONTROL);
+		return SK_PASS;
+	}
+	len = derp_hdr_len(&ph.h);
+	if (len < DERP_KEY_LEN) {
+		count(KD_RELAY_PASSED_SHORT_FRAME);
+		return SK_PASS;
+	}
+	cfg = bpf_map_lookup_elem(&relay_config, &zero);
+	if (!cfg || !cfg->enabled) {
+		count(KD_RELAY_PASSED_DISABLED);
+		return SK_PASS;
+	}
+	if (!self || !(self->flags & KD_RELAY_F_CLIENT)) {
+		count(KD_RELAY_PASSED_NOT_OFFLOADED);
+		return SK_PASS;
+	}
+	/* bpf_skb_store_bytes refuses offsets above 0xffff */
+	if (off > 0xffff - sizeof(ph)) {
+		count(KD_RELAY_PASSED_OFFSET);
+		return SK_PASS;
+	}
+	if (bpf_skb_load_bytes(skb, off + DERP_FRAME_HDR_LEN, &dst, sizeof(dst))) {
+		count(KD_RELAY_PARSE_ERROR);
+		return SK_PASS;
+	}
+	m = dest_meta(&dst, &queued);
+	if (!m) {
+		count(KD_RELAY_PASSED_UNKNOWN_DEST);
+		return SK_PASS;
+	}
+	if (queued > queue_bound()) {
+		/* DERP drops for slow readers; the backlog must not grow */
+		__sync_fetch_and_add(&m->dropped_frames, 1);
+		count(KD_RELAY_DROPPED_OVER_BOUND);
+		return SK_DROP;
+	}
+	/* Redirect before rewriting: if dst left meanwhile, the frame is still
+	 * a SendPacket and userspace can handle it. */
+	if (bpf_sk_redirect_hash(skb, &relay_socks, &dst, 0) != SK_PASS) {
+		count(KD_RELAY_PASSED_UNKNOWN_DEST);
+		return SK_PASS;
+	}
+	ph.h.type = DERP_FRAME_RECV_PACKET;
+	__builtin_memcpy(ph.key, self->key, DERP_KEY_LEN);
+	if (bpf_skb_store_bytes(skb, off, &ph, sizeof(ph), 0)) {
+		count(KD_RELAY_DROPPED_REWRITE_ERROR);
+		return SK_DROP;
+	}
+	account(m, DERP_FRAME_HDR_LEN + len);
+	count(KD_RELAY_REDIRECTED);
+	return SK_PASS;
+}
