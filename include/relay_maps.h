@@ -67,28 +67,30 @@ struct kd_relay_config {
 };
 KD_STATIC_ASSERT(sizeof(struct kd_relay_config) == 8, "kd_relay_config layout");
 
-/* Every exit of every program, named; the counters map is indexed by it and
- * metrics use the same names. */
+/* Every exit of every program, named: X(ENUM_SUFFIX, metric_name). The
+ * counters map's value is a struct with one field per reason, so bpftool
+ * prints the names (array maps only accept an int key in BTF, an enum key
+ * makes the kernel reject the map's BTF). Metrics use the same names. */
 #define KD_RELAY_REASONS(X)                                                    \
-	X(REDIRECTED, "redirected")                                            \
-	X(INJECTED, "injected")                                                \
-	X(INJECT_ROUTE, "inject_route")                                        \
-	X(PASSED_CONTROL, "passed_control")                                    \
-	X(PASSED_UNKNOWN_DEST, "passed_unknown_dest")                          \
-	X(PASSED_NOT_OFFLOADED, "passed_not_offloaded")                        \
-	X(PASSED_DISABLED, "passed_disabled")                                  \
-	X(PASSED_SHORT_FRAME, "passed_short_frame")                            \
-	X(PASSED_OFFSET, "passed_offset_too_large")                            \
-	X(DROPPED_OVER_BOUND, "dropped_over_bound")                            \
-	X(DROPPED_REWRITE_ERROR, "dropped_rewrite_error")                      \
-	X(PARSE_ERROR, "parse_error")                                          \
-	X(INJECT_NO_ROUTE, "inject_no_route")                                  \
-	X(INJECT_UNKNOWN_DEST, "inject_unknown_dest")                          \
-	X(INJECT_OVER_BOUND, "inject_over_bound")                              \
-	X(PARSER_FRAME, "parser_frame")                                        \
-	X(PARSER_SHORT_FRAME, "parser_short_frame")                            \
-	X(PARSER_TOO_LARGE, "parser_too_large")                                \
-	X(PARSER_ERROR, "parser_error")
+	X(REDIRECTED, redirected)                                            \
+	X(INJECTED, injected)                                                \
+	X(INJECT_ROUTE, inject_route)                                        \
+	X(PASSED_CONTROL, passed_control)                                    \
+	X(PASSED_UNKNOWN_DEST, passed_unknown_dest)                          \
+	X(PASSED_NOT_OFFLOADED, passed_not_offloaded)                        \
+	X(PASSED_DISABLED, passed_disabled)                                  \
+	X(PASSED_SHORT_FRAME, passed_short_frame)                            \
+	X(PASSED_OFFSET, passed_offset_too_large)                            \
+	X(DROPPED_OVER_BOUND, dropped_over_bound)                            \
+	X(DROPPED_REWRITE_ERROR, dropped_rewrite_error)                      \
+	X(PARSE_ERROR, parse_error)                                          \
+	X(INJECT_NO_ROUTE, inject_no_route)                                  \
+	X(INJECT_UNKNOWN_DEST, inject_unknown_dest)                          \
+	X(INJECT_OVER_BOUND, inject_over_bound)                              \
+	X(PARSER_FRAME, parser_frame)                                        \
+	X(PARSER_SHORT_FRAME, parser_short_frame)                            \
+	X(PARSER_TOO_LARGE, parser_too_large)                                \
+	X(PARSER_ERROR, parser_error)
 
 enum kd_relay_reason {
 #define KD_X(id, name) KD_RELAY_##id,
@@ -97,10 +99,16 @@ enum kd_relay_reason {
 	KD_RELAY_REASON_MAX,
 };
 
-#define KD_RELAY_REASON_NAMES                                                  \
-	{                                                                      \
-		KD_RELAY_REASONS(KD_RELAY_NAME_X)                              \
-	}
-#define KD_RELAY_NAME_X(id, name) name,
+#define KD_RELAY_NAME_X(id, name) #name,
+#define KD_RELAY_REASON_NAMES {KD_RELAY_REASONS(KD_RELAY_NAME_X)}
+
+/* Value of the one-entry per-CPU counters map; field i is reason i. */
+struct kd_relay_counters {
+#define KD_X(id, name) __u64 name;
+	KD_RELAY_REASONS(KD_X)
+#undef KD_X
+};
+KD_STATIC_ASSERT(sizeof(struct kd_relay_counters) == 8 * KD_RELAY_REASON_MAX,
+		 "one u64 per reason, in enum order");
 
 #endif /* RELAY_MAPS_H */

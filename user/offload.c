@@ -492,24 +492,25 @@ int kd_offload_set_queue_bytes(struct kd_offload *o, uint32_t bytes)
 
 int kd_offload_counters(struct kd_offload *o, uint64_t out[KD_RELAY_REASON_MAX])
 {
-	int fd = bpf_map__fd(o->skel->maps.relay_counters);
-	uint64_t *vals = calloc((size_t)o->ncpus, sizeof(*vals));
+	struct kd_relay_counters *vals = calloc((size_t)o->ncpus, sizeof(*vals));
+	__u32 zero = 0;
+	int err = 0;
 
 	if (!vals)
 		return -ENOMEM;
-	for (__u32 r = 0; r < KD_RELAY_REASON_MAX; r++) {
-		out[r] = 0;
-		if (bpf_map_lookup_elem(fd, &r, vals) < 0) {
-			int err = -errno;
+	memset(out, 0, sizeof(uint64_t) * KD_RELAY_REASON_MAX);
+	if (bpf_map_lookup_elem(bpf_map__fd(o->skel->maps.relay_counters), &zero, vals) < 0) {
+		err = -errno;
+	} else {
+		for (int c = 0; c < o->ncpus; c++) {
+			const uint64_t *v = (const uint64_t *)&vals[c];
 
-			free(vals);
-			return err;
+			for (int r = 0; r < KD_RELAY_REASON_MAX; r++)
+				out[r] += v[r];
 		}
-		for (int c = 0; c < o->ncpus; c++)
-			out[r] += vals[c];
 	}
 	free(vals);
-	return 0;
+	return err;
 }
 
 int kd_offload_sock_stats(struct kd_offload *o, int fd, struct kd_offload_sock_stats *st)
