@@ -22,7 +22,7 @@ for bin in "$build"/tests/unit/test_* "$build"/tests/integ/test_*; do
 	f=$(grep -E '^\[  (FAILED|ERROR)   ?\] [A-Za-z_0-9]+$' "$log" | sort -u | wc -l)
 	s=$(grep -E '^\[  SKIPPED \] [A-Za-z_0-9]+$' "$log" | sort -u | wc -l)
 	if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
-	if ! grep -q '^\[==========\] .* ran\.' "$log"; then f=$((f > 0 ? f : 1)); fi
+	if ! grep -Eq '^\[==========\] .* (ran|run)\.' "$log"; then f=$((f > 0 ? f : 1)); fi
 	pass=$((pass + p)); fail=$((fail + f)); skip=$((skip + s))
 	status=ok; [ $f -gt 0 ] && status=FAIL && bins_failed+=("$name")
 	printf '  %-4s %-36s %3d ok %2d failed %2d skipped  %6ss\n' "$status" "$name" "$p" "$f" "$s" "$secs"
