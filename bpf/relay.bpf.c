@@ -50,8 +50,6 @@ struct {
 	__type(value, struct kd_relay_counters);
 } relay_counters SEC(".maps");
 
-extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
-
 static __always_inline void count(enum kd_relay_reason r)
 {
 	__u32 zero = 0;
@@ -64,13 +62,21 @@ static __always_inline void count(enum kd_relay_reason r)
 
 /* The frame does not start at 0: strparser hands us a clone of the whole TCP
  * skb and the message begins at strp_msg(skb)->offset, which __sk_buff does
- * not expose (reading at 0 corrupts the stream within a few frames). */
+ * not expose (reading at 0 corrupts the stream within a few frames).
+ * bpf_cast_to_kern_ctx() would read it directly but is a 6.2+ kfunc, and
+ * libbpf 1.1 cannot make a kfunc optional (weak kfuncs came in 1.2), so one
+ * path for every kernel: the ctx pointer is the sk_buff, read the field at
+ * its CO-RE offset. Measured: no cost visible next to the rest of the path. */
 static __always_inline __u32 strp_offset(struct __sk_buff *skb)
 {
-	struct sk_buff *k = bpf_cast_to_kern_ctx(skb);
-	struct sk_skb_cb *cb = (struct sk_skb_cb *)k->cb;
+	int off = 0;
+	__u64 at = bpf_core_field_offset(struct sk_buff, cb) +
+		   bpf_core_field_offset(struct sk_skb_cb, strp) +
+		   bpf_core_field_offset(struct _strp_msg, strp) +
+		   bpf_core_field_offset(struct strp_msg, offset);
 
-	return (__u32)cb->strp.strp.offset;
+	bpf_probe_read_kernel(&off, sizeof(off), (void *)skb + at);
+	return (__u32)off;
 }
 
 SEC("sk_skb/stream_parser")

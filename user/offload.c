@@ -562,9 +562,10 @@ bool kd_offload_supported(char *why, size_t cap)
 		snprintf(why, cap, "no kernel BTF (/sys/kernel/btf/vmlinux)");
 		return false;
 	}
+	/* sk_skb_cb (the strparser offset) and sockhash lookups from BPF */
 	if (uname(&u) == 0 && sscanf(u.release, "%u.%u", &maj, &min) == 2 &&
-	    (maj < 6 || (maj == 6 && min < 2))) {
-		snprintf(why, cap, "kernel %s lacks bpf_cast_to_kern_ctx (needs 6.2+)", u.release);
+	    (maj < 5 || (maj == 5 && min < 15))) {
+		snprintf(why, cap, "kernel %s is older than 5.15", u.release);
 		return false;
 	}
 	if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SK_SKB, NULL) != 1 ||
