@@ -7,6 +7,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "relay_maps.h"
+#include "relay_parse.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -94,14 +95,14 @@ int relay_parser(struct __sk_buff *skb)
 		count(KD_RELAY_PARSER_ERROR);
 		return -EINVAL;
 	}
-	len = derp_hdr_len(&h);
-	if (len > KD_RELAY_MAX_FRAME - DERP_FRAME_HDR_LEN) {
+	len = kd_relay_frame_len(&h);
+	if (!len) {
 		/* aborts the socket with EMSGSIZE; the daemon sees SO_ERROR */
 		count(KD_RELAY_PARSER_TOO_LARGE);
 		return -EMSGSIZE;
 	}
 	count(KD_RELAY_PARSER_FRAME);
-	return DERP_FRAME_HDR_LEN + len;
+	return len;
 }
 
 /* Bytes redirected to dst that its TCP send queue has not taken yet: the
@@ -179,7 +180,7 @@ static __always_inline int inject_verdict(struct __sk_buff *skb, struct kd_relay
 		return SK_DROP;
 	}
 	flen = DERP_FRAME_HDR_LEN + derp_hdr_len(&h);
-	if (h.type == KD_RELAY_ROUTE_TYPE && flen == KD_RELAY_ROUTE_LEN) {
+	if (kd_relay_is_route(&h)) {
 		if (bpf_skb_load_bytes(skb, off + DERP_FRAME_HDR_LEN, self->key, DERP_KEY_LEN)) {
 			count(KD_RELAY_PARSE_ERROR);
 			self->flags &= ~KD_RELAY_F_ROUTE;
@@ -224,6 +225,7 @@ int relay_verdict(struct __sk_buff *skb)
 	struct kd_relay_key dst;
 	__u32 off = strp_offset(skb);
 	__u32 zero = 0, queued = 0, len;
+	enum kd_relay_reason reason;
 	__u64 cookie;
 
 	cookie = bpf_get_socket_cookie(skb);
@@ -236,15 +238,12 @@ int relay_verdict(struct __sk_buff *skb)
 		count(KD_RELAY_PARSE_ERROR);
 		return SK_PASS;
 	}
-	if (ph.h.type != DERP_FRAME_SEND_PACKET) {
-		count(KD_RELAY_PASSED_CONTROL);
+	reason = kd_relay_classify(&ph.h);
+	if (reason != KD_RELAY_REDIRECTED) {
+		count(reason);
 		return SK_PASS;
 	}
 	len = derp_hdr_len(&ph.h);
-	if (len < DERP_KEY_LEN) {
-		count(KD_RELAY_PASSED_SHORT_FRAME);
-		return SK_PASS;
-	}
 	cfg = bpf_map_lookup_elem(&relay_config, &zero);
 	if (!cfg || !cfg->enabled) {
 		count(KD_RELAY_PASSED_DISABLED);
@@ -280,8 +279,7 @@ int relay_verdict(struct __sk_buff *skb)
 		count(KD_RELAY_PASSED_UNKNOWN_DEST);
 		return SK_PASS;
 	}
-	ph.h.type = DERP_FRAME_RECV_PACKET;
-	__builtin_memcpy(ph.key, self->key, DERP_KEY_LEN);
+	kd_relay_recv_prefix(&ph, &ph.h, self->key);
 	if (bpf_skb_store_bytes(skb, off, &ph, sizeof(ph), 0)) {
 		count(KD_RELAY_DROPPED_REWRITE_ERROR);
 		return SK_DROP;
