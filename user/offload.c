@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,25 @@ static const char *const pinned_maps[] = {
 const char *kd_offload_reason_name(enum kd_relay_reason r)
 {
 	return (unsigned)r < KD_RELAY_REASON_MAX ? reason_names[r] : "?";
+}
+
+/* libbpf's own messages go through our log, one line each */
+static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	char line[512];
+	size_t n;
+
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	while (n && line[n - 1] == '\n')
+		line[--n] = '\0';
+	if (level == LIBBPF_WARN)
+		pr_warn("libbpf: %s", line);
+	else
+		pr_debug("libbpf: %s", line);
+	return 0;
 }
 
 static int sock_cookie(int fd, uint64_t *cookie)
@@ -279,6 +299,7 @@ int kd_offload_open(struct kd_offload **out, const struct kd_offload_opts *opts)
 		goto fail;
 	}
 
+	libbpf_set_print(libbpf_log);
 	o->skel = relay_bpf__open_and_load();
 	if (!o->skel) {
 		err = errno ? -errno : -EINVAL;
