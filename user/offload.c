@@ -424,6 +424,32 @@ int kd_offload_remove(struct kd_offload *o, int fd, const uint8_t key[static DER
 	return found ? 0 : -ENOENT;
 }
 
+int kd_offload_set_relay(struct kd_offload *o, int fd, bool relay)
+{
+	int meta_fd = bpf_map__fd(o->skel->maps.relay_meta);
+	struct kd_relay_meta m;
+	uint64_t cookie;
+	int err = sock_cookie(fd, &cookie);
+
+	if (err)
+		return err;
+	if (bpf_map_lookup_elem(meta_fd, &cookie, &m) < 0)
+		return -errno;
+	if (m.flags & KD_RELAY_F_INJECTOR)
+		return -EINVAL;
+	if (relay)
+		m.flags |= KD_RELAY_F_CLIENT;
+	else
+		m.flags &= ~(__u32)KD_RELAY_F_CLIENT;
+	/* The update replaces the whole value: destination accounting that a
+	 * verdict adds between our lookup and update is lost (a few frames'
+	 * bytes of the bound, once per switch). BPF_EXIST: never resurrect an
+	 * entry kd_offload_remove just deleted. */
+	if (bpf_map_update_elem(meta_fd, &cookie, &m, BPF_EXIST) < 0)
+		return -errno;
+	return 0;
+}
+
 static int write_all_slow(int fd, struct iovec *iov, int iovcnt, size_t done)
 {
 	struct pollfd p = {.fd = fd, .events = POLLOUT};

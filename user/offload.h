@@ -53,6 +53,12 @@ int kd_offload_add(struct kd_offload *o, int fd, const uint8_t key[static DERP_K
  * still queued toward fd are dropped: call it on teardown only. */
 int kd_offload_remove(struct kd_offload *o, int fd, const uint8_t key[static DERP_KEY_LEN]);
 
+/* Per-flow plane choice without leaving the map: relay=false hands every
+ * frame fd sends to userspace (whole, in order: the kernel keeps framing),
+ * relay=true lets the kernel relay its SendPackets again. Frames *to* fd are
+ * unaffected; the daemon keeps reaching fd through kd_offload_inject(). */
+int kd_offload_set_relay(struct kd_offload *o, int fd, bool relay);
+
 /* Queues one whole DERP frame (header included) for an offloaded
  * destination, in order with the frames the kernel relays to it. -EAGAIN
  * when the injector is full (nothing was written), -EINVAL if frame is not

@@ -655,6 +655,39 @@ static void test_disable_switch(void **state)
 	expect_relayed(b->c, &s, 1, 0);
 }
 
+/* A flow switched to userspace keeps its framing: its SendPackets arrive
+ * whole at the daemon's socket; switched back, the kernel relays again. */
+static void test_set_relay_switches_plane(void **state)
+{
+	struct fixture *f = *state;
+	static uint8_t out[65536], in[65536];
+	struct client *a, *b;
+	struct sender s;
+	uint32_t rng = 3;
+	size_t n = 0;
+
+	REQUIRE_BPF(f);
+	a = add_client(f, true);
+	b = add_client(f, true);
+	assert_int_equal(kd_offload_set_relay(f->o, a->s, false), 0);
+	for (uint32_t seq = 0; seq < 20; seq++)
+		n += build_send(out + n, b->key, a->id, seq, 12 + seq * 97);
+	assert_int_equal(write_split(a->c, out, n, SPLIT_TINY, &rng), 0);
+	assert_int_equal(read_full(a->s, in, n), 0);
+	assert_memory_equal(in, out, n);
+	assert_true(nothing_to_read(b->c, 50));
+	assert_int_equal(counter(f->o, KD_RELAY_PASSED_NOT_OFFLOADED), 20);
+
+	assert_int_equal(kd_offload_set_relay(f->o, a->s, true), 0);
+	s = (struct sender){.from = a, .dst = b->key, .frames = 300, .min_len = 12,
+			    .max_len = 5000, .mode = SPLIT_RANDOM, .seed = 31};
+	sender_start(&s);
+	expect_relayed(b->c, &s, 1, 0);
+	sender_join(&s);
+	assert_true(nothing_to_read(a->s, 0));
+	assert_int_equal(kd_offload_set_relay(f->o, b->c, true), -ENOENT);
+}
+
 /* Bytes that reached the socket before kd_offload_add are parsed in order,
  * even when nothing else arrives afterwards. */
 static void test_bytes_queued_before_add(void **state)
@@ -941,6 +974,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_inject_rejects_bad_frames, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unrelayed_frames_pass_to_userspace, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_disable_switch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_set_relay_switches_plane, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bytes_queued_before_add, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stalled_reader_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_leaves_mid_frame, setup, teardown),
