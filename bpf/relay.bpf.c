@@ -219,7 +219,7 @@ static __always_inline int inject_verdict(struct __sk_buff *skb, struct kd_relay
 SEC("sk_skb/stream_verdict")
 int relay_verdict(struct __sk_buff *skb)
 {
-	struct derp_packet_hdr ph;
+	struct derp_packet_hdr ph, orig;
 	struct kd_relay_meta *self, *m;
 	struct kd_relay_config *cfg;
 	struct kd_relay_key dst;
@@ -253,11 +253,6 @@ int relay_verdict(struct __sk_buff *skb)
 		count(KD_RELAY_PASSED_NOT_OFFLOADED);
 		return SK_PASS;
 	}
-	/* bpf_skb_store_bytes refuses offsets above 0xffff */
-	if (off > 0xffff - sizeof(ph)) {
-		count(KD_RELAY_PASSED_OFFSET);
-		return SK_PASS;
-	}
 	if (bpf_skb_load_bytes(skb, off + DERP_FRAME_HDR_LEN, &dst, sizeof(dst))) {
 		count(KD_RELAY_PARSE_ERROR);
 		return SK_PASS;
@@ -273,16 +268,25 @@ int relay_verdict(struct __sk_buff *skb)
 		count(KD_RELAY_DROPPED_OVER_BOUND);
 		return SK_DROP;
 	}
-	/* Redirect before rewriting: if dst left meanwhile, the frame is still
-	 * a SendPacket and userspace can handle it. */
-	if (bpf_sk_redirect_hash(skb, &relay_socks, &dst, 0) != SK_PASS) {
-		count(KD_RELAY_PASSED_UNKNOWN_DEST);
-		return SK_PASS;
-	}
+	/* Rewrite, then redirect: a failed rewrite leaves the frame as it was
+	 * (6.1 refuses offsets above 0xffff, which coalesced receive queues
+	 * reach under tiny writes; 6.3+ takes any offset), so userspace gets
+	 * it intact. */
+	orig.h = ph.h;
+	__builtin_memcpy(orig.key, &dst, DERP_KEY_LEN);
 	kd_relay_recv_prefix(&ph, &ph.h, self->key);
 	if (bpf_skb_store_bytes(skb, off, &ph, sizeof(ph), 0)) {
-		count(KD_RELAY_DROPPED_REWRITE_ERROR);
-		return SK_DROP;
+		count(KD_RELAY_PASSED_REWRITE_FAILED);
+		return SK_PASS;
+	}
+	if (bpf_sk_redirect_hash(skb, &relay_socks, &dst, 0) != SK_PASS) {
+		/* dst left since dest_meta(): hand userspace its SendPacket back */
+		if (bpf_skb_store_bytes(skb, off, &orig, sizeof(orig), 0)) {
+			count(KD_RELAY_DROPPED_REWRITE_ERROR);
+			return SK_DROP;
+		}
+		count(KD_RELAY_PASSED_UNKNOWN_DEST);
+		return SK_PASS;
 	}
 	account(m, DERP_FRAME_HDR_LEN + len);
 	count(KD_RELAY_REDIRECTED);

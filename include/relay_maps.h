@@ -80,7 +80,7 @@ KD_STATIC_ASSERT(sizeof(struct kd_relay_config) == 8, "kd_relay_config layout");
 	X(PASSED_NOT_OFFLOADED, passed_not_offloaded)                        \
 	X(PASSED_DISABLED, passed_disabled)                                  \
 	X(PASSED_SHORT_FRAME, passed_short_frame)                            \
-	X(PASSED_OFFSET, passed_offset_too_large)                            \
+	X(PASSED_REWRITE_FAILED, passed_rewrite_failed)                      \
 	X(DROPPED_OVER_BOUND, dropped_over_bound)                            \
 	X(DROPPED_REWRITE_ERROR, dropped_rewrite_error)                      \
 	X(PARSE_ERROR, parse_error)                                          \

@@ -384,6 +384,31 @@ static void sender_join(struct sender *s)
 	assert_int_equal(s->rc, 0);
 }
 
+/* Printed when a receiver times out, to tell a stalled sender (TCP
+ * backoff, zero window) from frames that went elsewhere. */
+static void dump_stall(int rx, const struct sender *snd, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct tcp_info ti = {0};
+		socklen_t l = sizeof(ti);
+		int outq = -1, inq = -1;
+
+		getsockopt(snd[i].from->c, IPPROTO_TCP, TCP_INFO, &ti, &l);
+		ioctl(snd[i].from->c, SIOCOUTQ, &outq);
+		ioctl(snd[i].from->s, SIOCINQ, &inq);
+		printf("# stall: sender %u outq %d relay-side inq %d retrans %u backoff %u "
+		       "cwnd %u rto %u us\n",
+		       snd[i].from->id, outq, inq, ti.tcpi_total_retrans, ti.tcpi_backoff,
+		       ti.tcpi_snd_cwnd, ti.tcpi_rto);
+	}
+	{
+		int inq = -1;
+
+		ioctl(rx, SIOCINQ, &inq);
+		printf("# stall: receiver inq %d\n", inq);
+	}
+}
+
 /* Daemon frames injected to one destination: i-th is KeepAlive, Pong(i) or
  * PeerGone(key(i)) by i % 3, so the receiver checks their order too. */
 static size_t build_injected(uint8_t *buf, uint32_t i)
@@ -439,6 +464,8 @@ static void expect_relayed(int rx, struct sender *snd, int n, uint32_t extra_inj
 		int len = read_frame(rx, &type, payload, sizeof(payload));
 		int i;
 
+		if (len < 0)
+			dump_stall(rx, snd, n);
 		assert_true(len >= 0);
 		if (type != DERP_FRAME_RECV_PACKET) {
 			assert_true(injected < extra_injected);
@@ -985,5 +1012,7 @@ int main(void)
 	};
 
 	kd_log_set_prefix("test_sockmap");
+	if (getenv("KD_TEST_FILTER"))
+		cmocka_set_test_filter(getenv("KD_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
