@@ -85,7 +85,9 @@ static int sock_cookie(int fd, uint64_t *cookie)
 }
 
 /* strparser refuses a message larger than sk_rcvbuf with EMSGSIZE and the
- * socket stays wedged; raising SO_RCVBUF (the kernel doubles it) avoids it. */
+ * socket stays wedged; raising SO_RCVBUF (the kernel doubles it) avoids it.
+ * SO_RCVBUF is capped by net.core.rmem_max (212992 by default), so try the
+ * privileged SO_RCVBUFFORCE first and check what the socket really got. */
 static int ensure_rcvbuf(int fd, int want)
 {
 	int cur = 0;
@@ -95,8 +97,17 @@ static int ensure_rcvbuf(int fd, int want)
 		return -errno;
 	if (cur >= 2 * want)
 		return 0;
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof(want)) < 0)
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof(want)) < 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof(want)) < 0)
 		return -errno;
+	l = sizeof(cur);
+	if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cur, &l) < 0)
+		return -errno;
+	if (cur < (int)KD_RELAY_MIN_RCVBUF) {
+		pr_err("offload: fd %d: SO_RCVBUF is %d, strparser needs %u (raise net.core.rmem_max)",
+		       fd, cur, KD_RELAY_MIN_RCVBUF);
+		return -ENOBUFS;
+	}
 	return 0;
 }
 
