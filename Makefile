@@ -91,7 +91,7 @@ run: deps
 # $(BUILD)/% won over them whenever an intermediate (.o, .tmp.o) was missing,
 # and gcc compiled bpf/*.bpf.c as userspace.
 # --- BPF -------------------------------------------------------------------
-$(BUILD)/bpf/%.tmp.o: bpf/%.bpf.c $(VMLINUX_H) | $(BUILD)/bpf
+$(BPF_OBJS:.bpf.o=.tmp.o): $(BUILD)/bpf/%.tmp.o: bpf/%.bpf.c $(VMLINUX_H) | $(BUILD)/bpf
 	$(call msg,BPF,$@)
 	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Iinclude -Ibpf \
 		-include $(VMLINUX_H) -MMD -MP -c $< -o $@
