@@ -17,6 +17,7 @@
 
 static bool consume_input(struct kd_conn *c);
 static void on_resume(struct kd_timer *t);
+static void on_inject_retry(struct kd_timer *t);
 static bool ws_unwrap_input(struct kd_conn *c, uint8_t *buf, size_t len, bool in_place);
 
 #define KD_CTRL_MAX (8u << 20)     /* a watcher's PeerPresent flood for ~150k clients */
@@ -114,6 +115,7 @@ struct kd_conn *kd_conn_new(struct kd_worker *w, int fd, const struct sockaddr_s
 	kd_timer_init(&c->deadline, on_deadline);
 	kd_timer_init(&c->keepalive, kd_conn_on_keepalive);
 	kd_timer_init(&c->resume, on_resume);
+	kd_timer_init(&c->inject_retry, on_inject_retry);
 	kd_keymap_init(&c->saw_src);
 	for (int k = 0; k < DERP_KIND_MAX; k++)
 		c->q[k].cap = s->cfg.queue_depth;
@@ -377,8 +379,54 @@ static void arm_write_deadline(struct kd_conn *c)
 
 /* Writes as much as the socket takes. 0 when everything went out, -EAGAIN
  * when the rest waits for EPOLLOUT, -EPIPE after closing the connection. */
+/* An offloaded connection's output: every frame goes through the injector,
+ * in order with what the kernel relays to it. */
+static int flush_injected(struct kd_conn *c)
+{
+	struct kd_offload *o = c->srv->offload;
+
+	while (c->ctrl.len - c->ctrl.off >= DERP_FRAME_HDR_LEN) {
+		uint8_t *f = c->ctrl.data + c->ctrl.off;
+		size_t n = DERP_FRAME_HDR_LEN + derp_hdr_len((const struct derp_frame_hdr *)f);
+		if (kd_offload_inject(o, c->key, f, n) == -EAGAIN)
+			goto again;
+		c->ctrl.off += n;
+	}
+	c->ctrl.off = c->ctrl.len = 0;
+	c->pong_pending = false;
+	for (int k = 0; k < DERP_KIND_MAX; k++) {
+		struct kd_pktq *q = &c->q[k];
+		while (q->len) {
+			struct kd_pkt *p = q->ring[q->head];
+			if (kd_offload_inject(o, c->key, p->frame, p->len) == -EAGAIN)
+				goto again;
+			q->head = (q->head + 1) % q->cap;
+			q->len--;
+			c->w->ctr.packets_sent++;
+			c->w->ctr.bytes_sent += p->len - sizeof(struct derp_packet_hdr);
+			kd_pkt_free(c->w, p);
+		}
+	}
+	return 0;
+again:
+	/* the injector socket is full: try again shortly */
+	if (!kd_timer_armed(&c->inject_retry))
+		kd_timer_arm(c->w->loop, &c->inject_retry, kd_loop_now(c->w->loop) + 1);
+	return -EAGAIN;
+}
+
+static void on_inject_retry(struct kd_timer *t)
+{
+	struct kd_conn *c = (struct kd_conn *)((char *)t - offsetof(struct kd_conn, inject_retry));
+
+	if (c->state == KD_CONN_ACTIVE)
+		flush_injected(c);
+}
+
 int kd_conn_flush(struct kd_conn *c)
 {
+	if (c->offloaded)
+		return flush_injected(c);
 	while (c->state != KD_CONN_CLOSED) {
 		if (batch_empty(c)) {
 			if (!have_pending(c))
@@ -452,8 +500,11 @@ int kd_conn_flush(struct kd_conn *c)
 		kd_conn_close(c, NULL);
 		return -EPIPE;
 	}
-	if (c->state == KD_CONN_ACTIVE)
+	if (c->state == KD_CONN_ACTIVE) {
 		kd_timer_disarm(c->w->loop, &c->deadline);
+		if (c->offload_wanted)
+			kd_conn_try_offload(c);
+	}
 	if (c->state == KD_CONN_HTTP_RESPONDING) {
 		if (c->http_close_after) {
 			kd_conn_close(c, NULL);
@@ -526,7 +577,14 @@ void kd_conn_close(struct kd_conn *c, const char *why)
 	kd_timer_disarm(w->loop, &c->deadline);
 	kd_timer_disarm(w->loop, &c->keepalive);
 	kd_timer_disarm(w->loop, &c->resume);
+	kd_timer_disarm(w->loop, &c->inject_retry);
 	kd_io_del(w->loop, &c->io);
+	if (c->offloaded) {
+		pthread_mutex_lock(&c->srv->offload_lock);
+		kd_offload_remove(c->srv->offload, c->io.fd, c->key);
+		pthread_mutex_unlock(&c->srv->offload_lock);
+		c->offloaded = false;
+	}
 	for (uint32_t i = 0; i < c->n_inflight; i++) {
 		kd_count_drop(w, DERP_DROP_GONE_DISCONNECTED, c->inflight[i]);
 		kd_pkt_free(w, c->inflight[i]);
@@ -857,12 +915,36 @@ read_done:
 			kd_conn_close(c, c->state == KD_CONN_HTTP ? NULL : "EOF");
 			return;
 		}
-		if (errno == EAGAIN || errno == EINTR)
+		if (errno == EAGAIN || errno == EINTR) {
+			if (c->offload_wanted)
+				kd_conn_try_offload(c);
 			return;
+		}
 		w->ctr.conn_errors++;
 		kd_conn_close(c, strerror(errno));
 		return;
 	}
+}
+
+void kd_conn_try_offload(struct kd_conn *c)
+{
+	struct kd_server *s = c->srv;
+
+	if (!c->offload_wanted || c->offloaded || c->state != KD_CONN_ACTIVE || c->is_dup || c->paused ||
+	    c->in.len != c->in.off || c->skip || have_pending(c) || !batch_empty(c) || c->want_write)
+		return;
+	pthread_mutex_lock(&s->offload_lock);
+	int err = kd_offload_add(s->offload, c->io.fd, c->key);
+	pthread_mutex_unlock(&s->offload_lock);
+	c->offload_wanted = false; /* one attempt */
+	if (err) {
+		c->w->ctr.offload_failed++;
+		pr_warn("offload %s: %s; relaying it in userspace", c->peer_str, strerror(-err));
+		return;
+	}
+	c->offloaded = true;
+	c->w->ctr.offloaded++;
+	kd_buf_free(&c->in);
 }
 
 void kd_conn_resume_input(struct kd_conn *c)

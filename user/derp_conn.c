@@ -312,6 +312,9 @@ static int finish_handshake(struct kd_conn *c)
 	}
 	c->state = KD_CONN_ACTIVE;
 	kd_timer_disarm(c->w->loop, &c->deadline);
+	/* the kernel plane takes plain-TCP clients only: TLS and WebSocket
+	 * bytes are not DERP frames on the wire, and mesh links stay ours */
+	c->offload_wanted = s->offload && !c->ssl && !c->ws && !c->can_mesh;
 
 	static const char info[] = "{\"version\":2}";
 	uint8_t sealed[sizeof(info) - 1 + KD_BOX_OVERHEAD];

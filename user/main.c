@@ -98,7 +98,7 @@ static struct kd_flag g_flags[] = {
 	{"queue-depth", KD_FLAG_INT, &g_opts.queue_depth, "kderp: per-client send queue depth (each of ordinary and disco)", false},
 	{"stun-xdp", KD_FLAG_STRING, &g_opts.stun_xdp, "kderp: answer STUN with an XDP program on this interface (userspace stays the fallback)", false},
 	{"stun-xdp-mode", KD_FLAG_STRING, &g_opts.stun_xdp_mode, "kderp: XDP attach mode: auto, native or generic", false},
-	{"offload", KD_FLAG_STRING, &g_opts.offload, "kderp: off|sockmap|auto kernel offload of plain-TCP flows (only off so far)", false},
+	{"offload", KD_FLAG_STRING, &g_opts.offload, "kderp: off|sockmap|auto: relay plain-TCP clients in the kernel (sk_skb); auto picks by measurement", false},
 	{"verbose", KD_FLAG_BOOL, &g_opts.verbose, "kderp: debug logging", false},
 };
 #define NFLAGS (sizeof(g_flags) / sizeof(g_flags[0]))
@@ -130,9 +130,9 @@ static int refuse_unsupported(void)
 			return -ENOTSUP;
 		}
 	}
-	if (strcmp(g_opts.offload, "off") != 0) {
-		pr_err("-offload=%s: only -offload=off is available in this build", g_opts.offload);
-		return -ENOTSUP;
+	if (strcmp(g_opts.offload, "off") && strcmp(g_opts.offload, "sockmap") && strcmp(g_opts.offload, "auto")) {
+		pr_err("-offload=%s: want off, sockmap or auto", g_opts.offload);
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -295,6 +295,7 @@ int main(int argc, char **argv)
 	cfg.write_timeout_ms = g_opts.tcp_write_timeout_ms;
 	cfg.accept_rate = g_opts.accept_limit;
 	cfg.verify_client_url = g_opts.verify_client_url;
+	cfg.offload = !strcmp(g_opts.offload, "sockmap") ? 1 : !strcmp(g_opts.offload, "auto") ? 2 : 0;
 	cfg.verify_fail_open = g_opts.verify_fail_open;
 	cfg.accept_burst = g_opts.accept_burst > 0 ? (uint32_t)g_opts.accept_burst
 			   : g_opts.accept_limit > 0  ? (uint32_t)(g_opts.accept_limit < 1 ? 1 : g_opts.accept_limit)

@@ -218,6 +218,14 @@ int kd_metrics_render(struct kd_server *s, char **outp, size_t *lenp)
 	counter(&o, "kderp_health_frames_total", t.health_frames);
 	counter(&o, "kderp_restarting_frames_total", t.restarting_frames);
 	gauge(&o, "kderp_workers", s->nworkers);
+	if (s->offload) {
+		char off[8192];
+		int n = kd_offload_metrics(s->offload, off, sizeof(off));
+		if (n > 0)
+			emit(&o, "%.*s", n, off);
+		counter(&o, "kderp_offloaded_connections_total", t.offloaded);
+		counter(&o, "kderp_offload_failures_total", t.offload_failed);
+	}
 	if (s->adm) {
 		char adm[4096];
 		int n = kd_admission_metrics(s->adm, adm, sizeof(adm));

@@ -162,6 +162,25 @@ static void fire_peer_gone(struct kd_server *s, struct kd_conn *from, const uint
 	struct kd_subs *subs = kd_keymap_del(&s->subs, src);
 	uint8_t reason = DERP_PEER_GONE_DISCONNECTED;
 
+	if (s->offload) {
+		/* the kernel relays without telling us who received from src:
+		 * every offloaded client hears, a superset of the receivers */
+		const uint8_t *k;
+		void *v;
+		for (size_t i = 0; (i = kd_keymap_next(&s->reg, i, &k, &v)) != 0;) {
+			struct kd_client_set *set = v;
+			for (uint32_t j = 0; j < set->n; j++) {
+				struct kd_conn *to = set->conns[j];
+				bool subscribed = false;
+				for (uint32_t q = 0; subs && q < subs->n; q++)
+					subscribed |= subs->conns[q] == to;
+				if (to->offloaded && to != from && !subscribed)
+					post_frame(from, to,
+						   kd_pkt_frame(NULL, DERP_FRAME_PEER_GONE, src, DERP_KEY_LEN, &reason, 1),
+						   KD_MSG_PEER_GONE);
+			}
+		}
+	}
 	if (!subs)
 		return;
 	for (uint32_t i = 0; i < subs->n; i++) {

@@ -32,6 +32,8 @@ struct kd_server_config {
 	/* admission webhook (spec §7.10b); NULL = everyone admitted */
 	const char *verify_client_url;
 	bool verify_fail_open;       /* kderp default false (derper: true) */
+	/* kernel plane: 0 off, 1 sockmap (every plain-TCP client), 2 auto */
+	int offload;
 	/* mesh */
 	bool has_mesh_key;
 	uint8_t mesh_key[DERP_KEY_LEN];

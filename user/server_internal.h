@@ -19,6 +19,7 @@
 
 #include "derp_wire.h"
 #include "admission.h"
+#include "offload.h"
 #include "keymap.h"
 #include "log.h"
 #include "loop.h"
@@ -111,6 +112,10 @@ struct kd_conn {
 	/* ...and a sender that fed one pauses its reads for a moment */
 	bool pause_after_frame, paused;
 	struct kd_timer resume;
+	/* kernel plane: once offloaded, nothing is written to the fd again;
+	 * frames for the client go through the injector */
+	bool offload_wanted, offloaded;
+	struct kd_timer inject_retry;
 
 	struct kd_timer deadline; /* handshake or write deadline */
 	struct kd_timer keepalive;
@@ -190,6 +195,7 @@ struct kd_counters {
 	uint64_t handshake_errors[16];       /* enum kd_hs_error */
 	uint64_t http_requests, http_errors, conn_errors, accept_rejected;
 	uint64_t keepalives_sent, health_frames, restarting_frames, watch_updates, websocket_accepts;
+	uint64_t offloaded, offload_failed;
 	uint64_t ktls[2][KD_KTLS_MAX];       /* [tx, rx][enum kd_ktls_result] */
 	uint64_t tls_versions[3];            /* 1.2, 1.3, other */
 	double avg_queue_ms;
@@ -284,6 +290,8 @@ struct kd_server {
 	int port, port80;
 	SSL_CTX *tls;
 	struct kd_admission *adm;
+	struct kd_offload *offload;
+	pthread_mutex_t offload_lock; /* add/remove are not thread safe */
 	int nworkers;
 	struct kd_worker *workers;
 	uint64_t next_conn_id;    /* atomic */
@@ -330,6 +338,8 @@ void kd_conn_resume_input(struct kd_conn *c);
 /* Re-arms epoll from the connection's state (reading paused, writes waiting). */
 void kd_conn_update_events(struct kd_conn *c);
 void kd_conn_pause(struct kd_conn *c);
+/* Moves c to the kernel plane when it can go now (nothing buffered either way). */
+void kd_conn_try_offload(struct kd_conn *c);
 /* How long a sender pauses for a congested destination, and for how long a
  * destination may stay congested before senders stop waiting for it and
  * its queue head-drops as the reference's does. */
