@@ -1,56 +1,120 @@
 #!/usr/bin/env bash
-# `make bench`: derp-bench against a kderpd started here (plain HTTP on a free
-# loopback port), each load also over raw TCP (--baseline), then latency at
-# idle and under load. Not a test: the machines are shared and noisy, so
-# compare ratios within one run. Results: one JSON object per line in
-# BUILD/bench/results.jsonl, a summary table on stdout.
-#   scripts/bench.sh [BUILD_DIR] [SECONDS]
-#   KDERPD_ARGS="--offload=sockmap" scripts/bench.sh build   (extra kderpd flags)
-set -eu
+# make bench: derp-bench against kderpd with the raw-TCP baseline measured
+# in the same run, for each payload size x pair count, unpaced and paced,
+# plus RTT at idle and at 50% load. Prints one table, writes
+# BUILD/bench/results.{json,tsv} and, with gnuplot, BUILD/bench/bench.png.
+# Not a test: numbers on a shared machine are noisy; compare ratios.
+set -u
 build=${1:-build}
-secs=${2:-5}
-for b in kderpd derp-bench; do [ -x "$build/$b" ] || { echo "bench: build $build/$b first" >&2; exit 2; }; done
-out_dir=$build/bench
-mkdir -p "$out_dir"
-results=$out_dir/results.jsonl
-: >"$results"
-
+dur=${KD_BENCH_SECONDS:-3}
+out="$build/bench"
+mkdir -p "$out"
+for b in kderpd derp-bench kderpctl; do
+	[ -x "$build/$b" ] || { echo "bench: build $build/$b first (make)" >&2; exit 2; }
+done
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-url=http://127.0.0.1:$port/derp
-# shellcheck disable=SC2086
-"$build/kderpd" -dev -a "127.0.0.1:$port" -stun=false ${KDERPD_ARGS:-} 2>"$out_dir/kderpd.log" &
-kd_pid=$!
-cleanup() { kill "$kd_pid" 2>/dev/null && wait "$kd_pid" 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
-for _ in $(seq 100); do
-	(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-	kill -0 "$kd_pid" 2>/dev/null || { echo "bench: kderpd exited, see $out_dir/kderpd.log" >&2; exit 1; }
-	sleep 0.05
+url="http://127.0.0.1:$port/derp"
+
+"$build/kderpd" -dev -a "127.0.0.1:$port" -stun=false 2>"$out/kderpd.log" &
+kd=$!
+trap 'kill $kd 2>/dev/null; wait $kd 2>/dev/null' EXIT
+for _ in $(seq 50); do
+	"$build/kderpctl" probe "$url" --timeout 500 >/dev/null 2>&1 && break
+	sleep 0.1
 done
 
-num() { sed -n "s/.*\"$2\":\([0-9.e+-]*\).*/\1/p" <<<"$1" | head -1; }
-printf '%-26s %12s %10s %8s %10s %10s %8s %9s\n' load "relay pkt/s" "Gbit/s" loss% "raw pkt/s" "relay/raw" "relay%" "machine%"
-for load in "1200 1" "1200 8" "16384 1" "16384 8"; do
-	set -- $load
-	j=$("$build/derp-bench" --url "$url" --size "$1" --pairs "$2" --duration "$secs" --baseline --json --quiet \
-		--server-pid "$kd_pid") || { echo "bench: derp-bench failed for size $1 pairs $2" >&2; continue; }
-	echo "$j" >>"$results"
-	relay=${j%%,\"raw_tcp\"*} raw=${j#*\"raw_tcp\"}
-	printf '%-26s %12.0f %10.3f %8.3f %10.0f %10.3f %8.1f %9.1f\n' "size=$1 pairs=$2" \
-		"$(num "$relay" delivered_pps)" "$(num "$relay" delivered_gbps)" "$(num "$relay" loss_pct)" \
-		"$(num "$raw" delivered_pps)" "$(num "$j" relay_to_raw_pps)" "$(num "$relay" server_pct)" \
-		"$(num "$relay" machine_pct)"
+json="$out/results.json"
+: >"$json"
+run() { # label args...
+	local label=$1
+	shift
+	local r
+	r=$("$build/derp-bench" --url "$url" --server-pid "$kd" --duration "$dur" --quiet --json "$@") || return 1
+	printf '{"label":"%s",%s\n' "$label" "${r#\{}" >>"$json"
+	printf '%s\n' "$r"
+}
+
+field() { # json path-ish: relay.delivered_pps
+	python3 -c 'import json,sys
+d=json.loads(sys.argv[1])
+for k in sys.argv[2].split("."):
+    d=d.get(k,{}) if isinstance(d,dict) else {}
+print(d if d!={} else "-")' "$1" "$2"
+}
+
+printf '%-22s %12s %9s %8s %12s %9s %7s %8s %8s\n' config relay_pps relay_Gbps loss% raw_pps raw_Gbps ratio relayCPU machCPU
+printf 'config\trelay_pps\trelay_gbps\tloss_pct\traw_pps\traw_gbps\tratio\trelay_cpu\tmachine_cpu\n' >"$out/results.tsv"
+row() {
+	local label=$1 r=$2
+	local rp rg rl tp tg ratio cpu mc
+	rp=$(field "$r" relay.delivered_pps); rg=$(field "$r" relay.delivered_gbps)
+	rl=$(field "$r" relay.loss_pct); tp=$(field "$r" raw_tcp.delivered_pps)
+	tg=$(field "$r" raw_tcp.delivered_gbps); ratio=$(field "$r" relay_to_raw_pps)
+	cpu=$(field "$r" relay.cpu.server_pct); mc=$(field "$r" relay.cpu.machine_pct)
+	printf '%-22s %12.0f %9.3f %8.4f %12s %9s %7s %8s %8s\n' "$label" "$rp" "$rg" "$rl" \
+		"${tp%.*}" "$tg" "$ratio" "$cpu" "$mc"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$rp" "$rg" "$rl" "$tp" "$tg" "$ratio" "$cpu" "$mc" \
+		>>"$out/results.tsv"
+}
+
+for size in 100 1400 16384; do
+	for pairs in 1 10 100; do
+		r=$(run "s${size}_p${pairs}" --pairs "$pairs" --size "$size" --baseline) || continue
+		row "${size}B x${pairs} unpaced" "$r"
+	done
+done
+for rate in 1g 2g; do
+	r=$(run "s1400_p10_${rate}" --pairs 10 --size 1400 --rate "$rate" --baseline) || continue
+	row "1400B x10 paced $rate" "$r"
 done
 
-printf '\n%-26s %10s %10s %10s %10s %10s\n' latency "p50 us" "p90 us" "p99 us" "p999 us" samples
-for load in "idle 0" "loaded 4"; do
-	set -- $load
-	# under load: half the senders' unpaced rate would saturate the relay; pace at 1 Gbit/s
-	extra=(); [ "$2" -gt 0 ] && extra=(--rate 1g)
-	j=$("$build/derp-bench" --url "$url" --pairs "$2" --size 1200 --duration "$secs" --latency --json --quiet \
-		--server-pid "$kd_pid" "${extra[@]}") || { echo "bench: latency run failed" >&2; continue; }
-	echo "$j" >>"$results"
-	printf '%-26s %10.1f %10.1f %10.1f %10.1f %10s\n' "$1 (pairs=$2)" "$(num "$j" p50_us)" "$(num "$j" p90_us)" \
-		"$(num "$j" p99_us)" "$(num "$j" p999_us)" "$(num "$j" samples)"
+# RTT: idle, then under ~50% of the unpaced 1400 B x10 relay rate
+idle=$(run latency_idle --pairs 0 --latency --size 1400 --baseline)
+half=$(python3 -c 'import json,sys
+rows=[json.loads(l) for l in open(sys.argv[1])]
+r=[x for x in rows if x["label"]=="s1400_p10"]
+print(int(r[0]["relay"]["delivered_pps"]*0.5) if r else 100000)' "$json")
+loaded=$(run latency_half --pairs 10 --size 1400 --rate "${half}pps" --latency --baseline)
+echo
+printf '%-22s %10s %10s %10s %10s\n' rtt p50_us p99_us p999_us max_us
+for l in idle loaded; do
+	r=${!l}
+	for m in relay raw_tcp; do
+		printf '%-22s %10s %10s %10s %10s\n' "$l/$m" "$(field "$r" $m.latency.p50_us)" \
+			"$(field "$r" $m.latency.p99_us)" "$(field "$r" $m.latency.p999_us)" "$(field "$r" $m.latency.max_us)"
+	done
 done
-echo "results: $results"
+
+
+# memory per idle connected client, from the relay's own RSS
+idle_n=${KD_BENCH_IDLE:-10000}
+rss() { awk '/VmRSS/ {print $2}' "/proc/$kd/status"; }
+before=$(rss)
+"$build/idle-clients" "$url" "$idle_n" 4 >"$out/idle.out" 2>&1 &
+ic=$!
+for _ in $(seq 240); do grep -q '^ready' "$out/idle.out" && break; sleep 0.25; done
+got=$(awk '/^ready/ {print $2}' "$out/idle.out")
+after=$(rss)
+wait $ic
+echo
+if [ -n "$got" ] && [ "$got" -gt 0 ]; then
+	echo "idle clients: $got connected, relay RSS $before KiB -> $after KiB:" \
+		"$(( (after - before) * 1024 / got )) bytes per client"
+else
+	echo "idle clients: login failed, see $out/idle.out"
+fi
+
+if command -v gnuplot >/dev/null; then
+	gnuplot <<EOF 2>/dev/null && echo "plot: $out/bench.png"
+set terminal png size 1100,500
+set output "$out/bench.png"
+set style data histograms
+set style fill solid 0.8
+set ylabel "delivered Gbit/s"
+set xtics rotate by -30
+set key top left
+set datafile separator "\t"
+plot "$out/results.tsv" using 3:xtic(1) title "kderpd", "" using 6 title "raw TCP (no relay)"
+EOF
+fi
+echo "results: $json $out/results.tsv"

@@ -15,6 +15,10 @@
 #include "server_internal.h"
 #include "tls.h"
 
+static bool consume_input(struct kd_conn *c);
+static void on_resume(struct kd_timer *t);
+static bool ws_unwrap_input(struct kd_conn *c, uint8_t *buf, size_t len, bool in_place);
+
 #define KD_CTRL_MAX (8u << 20)     /* a watcher's PeerPresent flood for ~150k clients */
 #define KD_READ_BUDGET (1u << 20)  /* bytes per readiness event, for fairness */
 
@@ -109,6 +113,7 @@ struct kd_conn *kd_conn_new(struct kd_worker *w, int fd, const struct sockaddr_s
 	format_peer(c);
 	kd_timer_init(&c->deadline, on_deadline);
 	kd_timer_init(&c->keepalive, kd_conn_on_keepalive);
+	kd_timer_init(&c->resume, on_resume);
 	kd_keymap_init(&c->saw_src);
 	for (int k = 0; k < DERP_KIND_MAX; k++)
 		c->q[k].cap = s->cfg.queue_depth;
@@ -197,8 +202,6 @@ int kd_conn_ctrl_frame(struct kd_conn *c, uint8_t type, const void *p1, size_t n
 	return 0;
 }
 
-static bool consume_input(struct kd_conn *c);
-static bool ws_unwrap_input(struct kd_conn *c, uint8_t *buf, size_t len, bool in_place);
 
 /* --- writing --- */
 
@@ -300,7 +303,7 @@ static void batch_done(struct kd_conn *c)
 		struct kd_pkt *p = c->inflight[i];
 		ctr->packets_sent++;
 		ctr->bytes_sent += p->len - sizeof(struct derp_packet_hdr);
-		free(p);
+		kd_pkt_free(c->w, p);
 	}
 	c->n_inflight = 0;
 	if (c->ctrl.off == c->ctrl.len) {
@@ -312,12 +315,55 @@ static void batch_done(struct kd_conn *c)
 	}
 }
 
+void kd_conn_update_events(struct kd_conn *c)
+{
+	uint32_t ev = 0;
+
+	if (c->state == KD_CONN_CLOSED)
+		return;
+	if (c->state != KD_CONN_ADMISSION && !c->paused)
+		ev |= EPOLLIN | EPOLLRDHUP;
+	if (c->want_write)
+		ev |= EPOLLOUT;
+	kd_io_mod(c->w->loop, &c->io, ev);
+}
+
 static void set_want_write(struct kd_conn *c, bool on)
 {
 	if (c->want_write == on)
 		return;
 	c->want_write = on;
-	kd_io_mod(c->w->loop, &c->io, EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0));
+	if (on) {
+		__atomic_store_n(&c->congested_since_ms, kd_loop_now(c->w->loop), __ATOMIC_RELAXED);
+		__atomic_store_n(&c->congested, 1, __ATOMIC_RELEASE);
+	} else {
+		__atomic_store_n(&c->congested, 0, __ATOMIC_RELEASE);
+	}
+	kd_conn_update_events(c);
+}
+
+static void on_resume(struct kd_timer *t)
+{
+	struct kd_conn *c = (struct kd_conn *)((char *)t - offsetof(struct kd_conn, resume));
+
+	if (c->state == KD_CONN_CLOSED || !c->paused)
+		return;
+	c->paused = false;
+	kd_conn_update_events(c);
+	/* frames that were read before the pause go first */
+	consume_input(c);
+}
+
+/* Called by the DERP layer after a frame that fed a congested destination:
+ * stop reading this sender briefly so TCP slows it down, instead of
+ * head-dropping what it sends next. */
+void kd_conn_pause(struct kd_conn *c)
+{
+	if (c->paused || c->state != KD_CONN_ACTIVE)
+		return;
+	c->paused = true;
+	kd_conn_update_events(c);
+	kd_timer_arm(c->w->loop, &c->resume, kd_loop_now(c->w->loop) + KD_PAUSE_MS);
 }
 
 static void arm_write_deadline(struct kd_conn *c)
@@ -385,7 +431,7 @@ int kd_conn_flush(struct kd_conn *c)
 			/* the packets of the failed write are write errors, the rest gone */
 			for (uint32_t i = 0; i < c->n_inflight; i++) {
 				kd_count_drop(c->w, DERP_DROP_WRITE_ERROR, c->inflight[i]);
-				free(c->inflight[i]);
+				kd_pkt_free(c->w, c->inflight[i]);
 			}
 			c->n_inflight = 0;
 			c->ctrl_inflight = 0;
@@ -467,10 +513,11 @@ void kd_conn_close(struct kd_conn *c, const char *why)
 	c->state = KD_CONN_CLOSED;
 	kd_timer_disarm(w->loop, &c->deadline);
 	kd_timer_disarm(w->loop, &c->keepalive);
+	kd_timer_disarm(w->loop, &c->resume);
 	kd_io_del(w->loop, &c->io);
 	for (uint32_t i = 0; i < c->n_inflight; i++) {
 		kd_count_drop(w, DERP_DROP_GONE_DISCONNECTED, c->inflight[i]);
-		free(c->inflight[i]);
+		kd_pkt_free(w, c->inflight[i]);
 	}
 	c->n_inflight = 0;
 	kd_pktq_drain(c, DERP_DROP_GONE_DISCONNECTED);
@@ -716,7 +763,7 @@ static bool consume_input(struct kd_conn *c)
 		if (used < 0)
 			return false;
 		c->in.off += (size_t)used;
-		if (used == 0)
+		if (used == 0 || c->paused)
 			break;
 	}
 	if (c->in.off == c->in.len && c->state >= KD_CONN_WAIT_CLIENT_INFO) {
@@ -731,7 +778,7 @@ static void on_readable(struct kd_conn *c)
 	struct kd_worker *w = c->w;
 	size_t budget = KD_READ_BUDGET;
 
-	while (budget && c->state != KD_CONN_CLOSED) {
+	while (budget && c->state != KD_CONN_CLOSED && c->state != KD_CONN_ADMISSION && !c->paused) {
 		ssize_t r;
 		if (c->ws) {
 			/* WebSocket: unwrap what arrives, then parse like any input */
@@ -798,6 +845,11 @@ read_done:
 	}
 }
 
+void kd_conn_resume_input(struct kd_conn *c)
+{
+	consume_input(c);
+}
+
 static void tls_handshake_step(struct kd_conn *c)
 {
 	ERR_clear_error();
@@ -840,6 +892,12 @@ void kd_conn_on_io(struct kd_io *io, uint32_t events)
 
 	if (c->state == KD_CONN_CLOSED)
 		return;
+	if (c->state == KD_CONN_ADMISSION) {
+		/* nothing is read while the webhook decides; a reset ends it */
+		if (events & (EPOLLERR | EPOLLHUP))
+			kd_conn_close(c, "connection lost during admission");
+		return;
+	}
 	if (c->state == KD_CONN_TLS_HANDSHAKE) {
 		tls_handshake_step(c);
 		return;

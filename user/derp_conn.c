@@ -3,6 +3,8 @@
  * handler per frame type, routing SendPacket to the destination's queue and
  * the cross-worker hand-off. */
 #include <errno.h>
+#include <stdio.h>
+#include <sys/epoll.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,12 +15,21 @@
 
 /* --- packets and queues --- */
 
-struct kd_pkt *kd_pkt_frame(uint8_t type, const void *p1, size_t n1, const void *p2, size_t n2)
+struct kd_pkt *kd_pkt_frame(struct kd_worker *w, uint8_t type, const void *p1, size_t n1, const void *p2, size_t n2)
 {
-	struct kd_pkt *p = malloc(sizeof(*p) + DERP_FRAME_HDR_LEN + n1 + n2);
+	size_t need = sizeof(struct kd_pkt) + DERP_FRAME_HDR_LEN + n1 + n2;
+	struct kd_pkt *p;
 
-	if (!p)
-		return NULL;
+	if (w && need <= KD_PKT_POOL_SIZE && w->pool) {
+		p = w->pool;
+		memcpy(&w->pool, p->frame, sizeof(p)); /* the next link sits in the frame bytes */
+		w->pool_len--;
+	} else {
+		p = malloc(w && need <= KD_PKT_POOL_SIZE ? KD_PKT_POOL_SIZE : need);
+		if (!p)
+			return NULL;
+	}
+	p->pooled = w && need <= KD_PKT_POOL_SIZE;
 	p->len = (uint32_t)(DERP_FRAME_HDR_LEN + n1 + n2);
 	p->kind = DERP_KIND_OTHER;
 	p->enq_ms = 0;
@@ -28,6 +39,17 @@ struct kd_pkt *kd_pkt_frame(uint8_t type, const void *p1, size_t n1, const void 
 	if (n2)
 		memcpy(p->frame + DERP_FRAME_HDR_LEN + n1, p2, n2);
 	return p;
+}
+
+void kd_pkt_free(struct kd_worker *w, struct kd_pkt *p)
+{
+	if (w && p->pooled && w->pool_len < KD_PKT_POOL_MAX) {
+		memcpy(p->frame, &w->pool, sizeof(p));
+		w->pool = p;
+		w->pool_len++;
+		return;
+	}
+	free(p);
 }
 
 void kd_count_drop(struct kd_worker *w, enum derp_drop_reason r, const struct kd_pkt *p)
@@ -47,7 +69,7 @@ void kd_pktq_drain(struct kd_conn *c, enum derp_drop_reason r)
 			q->head = (q->head + 1) % q->cap;
 			q->len--;
 			kd_count_drop(c->w, r, p);
-			free(p);
+			kd_pkt_free(c->w, p);
 		}
 	}
 }
@@ -64,20 +86,22 @@ void kd_derp_deliver(struct kd_conn *d, struct kd_pkt *p)
 
 	if (d->state != KD_CONN_ACTIVE) {
 		kd_count_drop(w, DERP_DROP_GONE_DISCONNECTED, p);
-		free(p);
+		kd_pkt_free(w, p);
 		return;
 	}
 	const uint8_t *src = p->frame + DERP_FRAME_HDR_LEN;
-	if (!kd_keymap_get(&d->saw_src, src)) {
-		if (kd_keymap_put(&d->saw_src, src, (void *)1) == 0)
+	if (!d->last_src_valid || memcmp(d->last_src, src, DERP_KEY_LEN) != 0) {
+		if (!kd_keymap_get(&d->saw_src, src) && kd_keymap_put(&d->saw_src, src, (void *)1) == 0)
 			kd_registry_subscribe(d, src);
+		memcpy(d->last_src, src, DERP_KEY_LEN);
+		d->last_src_valid = true;
 	}
 	struct kd_pktq *q = &d->q[p->kind];
 	if (!q->ring) {
 		q->ring = calloc(q->cap, sizeof(*q->ring));
 		if (!q->ring) {
 			kd_count_drop(w, DERP_DROP_QUEUE_TAIL, p);
-			free(p);
+			kd_pkt_free(w, p);
 			return;
 		}
 	}
@@ -87,7 +111,7 @@ void kd_derp_deliver(struct kd_conn *d, struct kd_pkt *p)
 		kd_conn_flush(d);
 		if (d->state != KD_CONN_ACTIVE) {
 			kd_count_drop(w, DERP_DROP_GONE_DISCONNECTED, p);
-			free(p);
+			kd_pkt_free(w, p);
 			return;
 		}
 	}
@@ -96,7 +120,7 @@ void kd_derp_deliver(struct kd_conn *d, struct kd_pkt *p)
 		q->head = (q->head + 1) % q->cap;
 		q->len--;
 		kd_count_drop(w, DERP_DROP_QUEUE_HEAD, old);
-		free(old);
+		kd_pkt_free(w, old);
 	}
 	p->enq_ms = kd_loop_now(w->loop);
 	q->ring[(q->head + q->len) % q->cap] = p;
@@ -132,6 +156,7 @@ static void handle_msg(struct kd_worker *w, struct kd_msg *m)
 		if (d->state == KD_CONN_ACTIVE) {
 			/* a later packet from the same source subscribes again */
 			kd_keymap_del(&d->saw_src, m->pkt->frame + DERP_FRAME_HDR_LEN);
+			d->last_src_valid = false;
 		}
 		/* fallthrough */
 	case KD_MSG_CTRL:
@@ -144,29 +169,31 @@ static void handle_msg(struct kd_worker *w, struct kd_msg *m)
 			}
 			kd_conn_ctrl_append(d, m->pkt->frame, m->pkt->len);
 		}
-		free(m->pkt);
+		kd_pkt_free(w, m->pkt);
 		break;
 	case KD_MSG_CLOSE:
 		kd_conn_close(d, "closed by mesh peer (ClosePeer)");
 		break;
 	}
-	kd_conn_unref(d);
+	if (m->owns_ref)
+		kd_conn_unref(d);
 }
 
-/* Queues a message for dst's worker, or handles it now when dst is ours.
- * Takes a reference on dst for the trip. */
+/* Queues a message for dst's worker, or handles it now when dst is ours
+ * (a connection of this worker cannot be freed before the pass ends). */
 void kd_worker_post(struct kd_worker *from, struct kd_conn *dst, struct kd_pkt *p, enum kd_msg_op op)
 {
-	struct kd_msg m = {.dst = dst, .pkt = p, .op = (uint8_t)op};
+	struct kd_msg m = {.dst = dst, .pkt = p, .op = (uint8_t)op, .owns_ref = 1};
 
-	kd_conn_ref(dst);
 	if (from && dst->w == from) {
+		m.owns_ref = 0;
 		handle_msg(from, &m);
 		return;
 	}
 	if (!from) {
-		/* not on a worker thread (registry callbacks from tests/admin) */
+		/* not on a worker thread (mesh, registry callbacks) */
 		struct kd_worker *to = dst->w;
+		kd_conn_ref(dst);
 		pthread_mutex_lock(&to->inbox_lock);
 		int err = msgvec_push(&to->inbox, m);
 		pthread_mutex_unlock(&to->inbox_lock);
@@ -178,12 +205,18 @@ void kd_worker_post(struct kd_worker *from, struct kd_conn *dst, struct kd_pkt *
 		kd_loop_wake(to->loop);
 		return;
 	}
-	if (msgvec_push(&from->outbox[dst->w->idx], m) != 0) {
+	struct kd_msgvec *ob = &from->outbox[dst->w->idx];
+	bool share = ob->len && ob->v[ob->len - 1].dst == dst && ob->v[ob->len - 1].owns_ref;
+	if (msgvec_push(ob, m) != 0) {
 		if (op == KD_MSG_PACKET)
 			kd_count_drop(from, DERP_DROP_QUEUE_TAIL, p);
-		free(p);
-		kd_conn_unref(dst);
+		kd_pkt_free(from, p);
+		return;
 	}
+	if (share)
+		ob->v[ob->len - 2].owns_ref = 0; /* the run's reference moves to its new end */
+	else
+		kd_conn_ref(dst);
 }
 
 /* Moves this pass's messages to their workers: one lock and at most one
@@ -209,11 +242,12 @@ void kd_worker_send_outbox(struct kd_worker *w)
 		} else {
 			for (size_t k = 0; k < ob->len; k++) {
 				if (msgvec_push(&to->inbox, ob->v[k]) != 0) {
-					/* cannot happen short of OOM: drop and release */
+					/* only on OOM: drop the packet; the reference is
+					 * kept (leaked) since earlier messages of its run
+					 * may already rely on it */
 					if (ob->v[k].op == KD_MSG_PACKET)
 						kd_count_drop(w, DERP_DROP_QUEUE_TAIL, ob->v[k].pkt);
 					free(ob->v[k].pkt);
-					kd_conn_unref(ob->v[k].dst);
 				}
 			}
 			ob->len = 0;
@@ -266,6 +300,34 @@ static void hs_fail(struct kd_conn *c, enum kd_hs_error e, const char *why)
 	kd_conn_close(c, why);
 }
 
+/* Registers an admitted client and answers ServerInfo (spec §5.1 steps 4–5). */
+static int finish_handshake(struct kd_conn *c)
+{
+	struct kd_server *s = c->srv;
+
+	/* registered before ServerInfo so packets sent to it right away are kept */
+	if (kd_registry_add(c) != 0) {
+		kd_conn_close(c, "register failed");
+		return -1;
+	}
+	c->state = KD_CONN_ACTIVE;
+	kd_timer_disarm(c->w->loop, &c->deadline);
+
+	static const char info[] = "{\"version\":2}";
+	uint8_t sealed[sizeof(info) - 1 + KD_BOX_OVERHEAD];
+	if (kd_box_seal(sealed, sizeof(sealed), (const uint8_t *)info, sizeof(info) - 1, c->key,
+			s->cfg.keys.priv) != 0) {
+		kd_conn_close(c, "seal server info failed");
+		return -1;
+	}
+	kd_conn_ctrl_frame(c, DERP_FRAME_SERVER_INFO, sealed, sizeof(sealed), NULL, 0);
+
+	c->keepalive_jitter_ms = randombytes_uniform(5000);
+	kd_timer_arm(c->w->loop, &c->keepalive,
+		     kd_loop_now(c->w->loop) + s->cfg.keepalive_ms + c->keepalive_jitter_ms);
+	return 0;
+}
+
 static int on_client_info(struct kd_conn *c, const uint8_t *p, uint32_t len)
 {
 	struct kd_server *s = c->srv;
@@ -308,27 +370,44 @@ static int on_client_info(struct kd_conn *c, const uint8_t *p, uint32_t len)
 		      sodium_memcmp(ci.mesh_key, s->cfg.mesh_key, DERP_KEY_LEN) == 0;
 	sodium_memzero(&ci.mesh_key, sizeof(ci.mesh_key));
 
-	/* registered before ServerInfo so packets sent to it right away are kept */
-	if (kd_registry_add(c) != 0) {
-		kd_conn_close(c, "register failed");
-		return -1;
+	/* mesh peers are not tailnet members: never sent to admission (spec §7.10) */
+	if (s->adm && !c->can_mesh) {
+		char ip[64];
+		snprintf(ip, sizeof(ip), "%s", c->peer_str);
+		char *colon = strrchr(ip, ':');
+		if (colon)
+			*colon = '\0';
+		char *b = ip[0] == '[' ? ip + 1 : ip;
+		if (b != ip && b[strlen(b) - 1] == ']')
+			b[strlen(b) - 1] = '\0';
+		c->state = KD_CONN_ADMISSION;
+		kd_conn_update_events(c); /* not read: its bytes wait in the socket */
+		kd_conn_ref(c);                   /* for the request in flight */
+		if (kd_admission_submit(s->adm, c->w->admq, c->key, b, (uint64_t)(uintptr_t)c) != 0) {
+			kd_conn_unref(c);
+			bool open = kd_admission_fail_open(s->adm);
+			kd_derp_admission_done(c, open, open ? NULL : "admission queue full, fail-closed");
+		}
+		return c->state == KD_CONN_CLOSED ? -1 : 0;
 	}
-	c->state = KD_CONN_ACTIVE;
-	kd_timer_disarm(c->w->loop, &c->deadline);
+	return finish_handshake(c);
+}
 
-	static const char info[] = "{\"version\":2}";
-	uint8_t sealed[sizeof(info) - 1 + KD_BOX_OVERHEAD];
-	if (kd_box_seal(sealed, sizeof(sealed), (const uint8_t *)info, sizeof(info) - 1, c->key,
-			s->cfg.keys.priv) != 0) {
-		kd_conn_close(c, "seal server info failed");
-		return -1;
+void kd_derp_admission_done(struct kd_conn *c, bool allow, const char *reason)
+{
+	if (c->state != KD_CONN_ADMISSION)
+		return;
+	if (!allow) {
+		char nk[KD_NODEKEY_STR_LEN], msg[300];
+		kd_key_nodekey_str(nk, c->key);
+		snprintf(msg, sizeof(msg), "client %s rejected: %s", nk, reason ? reason : "denied");
+		hs_fail(c, KD_HS_REJECTED, msg);
+		return;
 	}
-	kd_conn_ctrl_frame(c, DERP_FRAME_SERVER_INFO, sealed, sizeof(sealed), NULL, 0);
-
-	c->keepalive_jitter_ms = randombytes_uniform(5000);
-	kd_timer_arm(c->w->loop, &c->keepalive,
-		     kd_loop_now(c->w->loop) + s->cfg.keepalive_ms + c->keepalive_jitter_ms);
-	return 0;
+	if (finish_handshake(c) == 0) {
+		kd_conn_update_events(c);
+		kd_conn_resume_input(c);
+	}
 }
 
 void kd_conn_on_keepalive(struct kd_timer *t)
@@ -363,6 +442,17 @@ static void send_not_here(struct kd_conn *c, const uint8_t dst[static DERP_KEY_L
 	kd_conn_ctrl_frame(c, DERP_FRAME_PEER_GONE, dst, DERP_KEY_LEN, &reason, 1);
 }
 
+/* A destination whose socket is full makes its sender pause, unless it has
+ * been full for so long that it is stalled: then the queue head-drops. */
+static void note_congestion(struct kd_conn *from, struct kd_conn *d)
+{
+	if (!__atomic_load_n(&d->congested, __ATOMIC_ACQUIRE) || from->can_mesh)
+		return;
+	uint64_t since = __atomic_load_n(&d->congested_since_ms, __ATOMIC_RELAXED);
+	if (kd_loop_now(from->w->loop) - since < KD_CONGESTION_PATIENCE_MS)
+		from->pause_after_frame = true;
+}
+
 /* Routes one packet from src to dst (spec §7.3). from is the connection it
  * arrived on: the sender for SendPacket, the mesh peer for ForwardPacket. */
 static void route_packet(struct kd_conn *from, const uint8_t *src, const uint8_t *dst, const uint8_t *data,
@@ -372,36 +462,51 @@ static void route_packet(struct kd_conn *from, const uint8_t *src, const uint8_t
 	uint32_t nconns = 0;
 	bool disco = is_disco(data, n);
 	struct kd_forwarder *fwd = NULL;
-	struct kd_conn *d = kd_registry_lookup(from->srv, dst, &nconns, &fwd);
+	struct kd_conn *d = kd_registry_lookup(from, dst, &nconns, &fwd);
+	int kind = disco ? DERP_KIND_DISCO : DERP_KIND_OTHER;
 
+	if (d && d->w != w) {
+		/* another worker's connection: hand it over before the lock goes */
+		struct kd_pkt *p = kd_pkt_frame(w, DERP_FRAME_RECV_PACKET, src, DERP_KEY_LEN, data, n);
+		if (p) {
+			p->kind = (uint8_t)kind;
+			kd_worker_post(w, d, p, KD_MSG_PACKET);
+		}
+		note_congestion(from, d);
+		kd_registry_lookup_done(from);
+		if (!p)
+			w->ctr.dropped[DERP_DROP_QUEUE_TAIL][kind]++;
+		return;
+	}
+	kd_registry_lookup_done(from);
+	if (d) {
+		/* ours: it cannot be freed before this pass ends */
+		struct kd_pkt *p = kd_pkt_frame(w, DERP_FRAME_RECV_PACKET, src, DERP_KEY_LEN, data, n);
+		if (!p) {
+			w->ctr.dropped[DERP_DROP_QUEUE_TAIL][kind]++;
+			return;
+		}
+		p->kind = (uint8_t)kind;
+		kd_derp_deliver(d, p);
+		note_congestion(from, d);
+		return;
+	}
 	/* one hop only: what a mesh peer forwarded is never forwarded again */
-	if (!d && fwd && !forwarded) {
+	if (fwd && !forwarded) {
 		w->ctr.packets_forwarded_out++;
 		if (fwd->forward(fwd, src, dst, data, n) != 0) {
-			w->ctr.dropped[DERP_DROP_QUEUE_TAIL][disco ? DERP_KIND_DISCO : DERP_KIND_OTHER]++;
-			w->ctr.bytes_dropped[DERP_DROP_QUEUE_TAIL][disco ? DERP_KIND_DISCO : DERP_KIND_OTHER] += n;
+			w->ctr.dropped[DERP_DROP_QUEUE_TAIL][kind]++;
+			w->ctr.bytes_dropped[DERP_DROP_QUEUE_TAIL][kind] += n;
 		}
 		return;
 	}
-	if (!d) {
-		enum derp_drop_reason r = nconns > 1 ? DERP_DROP_DUP_CLIENT
-				      : forwarded  ? DERP_DROP_UNKNOWN_DEST_ON_FWD
-						   : DERP_DROP_UNKNOWN_DEST;
-		w->ctr.dropped[r][disco ? DERP_KIND_DISCO : DERP_KIND_OTHER]++;
-		w->ctr.bytes_dropped[r][disco ? DERP_KIND_DISCO : DERP_KIND_OTHER] += n;
-		if (disco && nconns <= 1)
-			send_not_here(from, dst);
-		return;
-	}
-	struct kd_pkt *p = kd_pkt_frame(DERP_FRAME_RECV_PACKET, src, DERP_KEY_LEN, data, n);
-	if (!p) {
-		w->ctr.dropped[DERP_DROP_QUEUE_TAIL][disco ? DERP_KIND_DISCO : DERP_KIND_OTHER]++;
-		kd_conn_unref(d);
-		return;
-	}
-	p->kind = disco ? DERP_KIND_DISCO : DERP_KIND_OTHER;
-	kd_worker_post(w, d, p, KD_MSG_PACKET);
-	kd_conn_unref(d); /* the lookup's reference; the post took its own */
+	enum derp_drop_reason r = nconns > 1 ? DERP_DROP_DUP_CLIENT
+			      : forwarded  ? DERP_DROP_UNKNOWN_DEST_ON_FWD
+					   : DERP_DROP_UNKNOWN_DEST;
+	w->ctr.dropped[r][kind]++;
+	w->ctr.bytes_dropped[r][kind] += n;
+	if (disco && nconns <= 1)
+		send_not_here(from, dst);
 }
 
 static int on_note_preferred(struct kd_conn *c, const uint8_t *p)
@@ -551,6 +656,12 @@ ssize_t kd_derp_process(struct kd_conn *c, const uint8_t *buf, size_t len)
 							     : handle_frame(c, h->type, payload, flen);
 		if (r < 0 || c->state == KD_CONN_CLOSED)
 			return -1;
+		if (c->pause_after_frame) {
+			/* the rest waits in c->in until the pause ends */
+			c->pause_after_frame = false;
+			kd_conn_pause(c);
+			break;
+		}
 	}
 	return (ssize_t)off;
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -25,7 +26,7 @@
 
 
 struct opts {
-	bool dev, version, derp, stun, verbose, verify_clients, ace;
+	bool dev, version, derp, stun, verbose, verify_clients, ace, verify_fail_open;
 	const char *addr, *key_file, *hostname, *certmode, *certdir, *home, *mesh_psk_file, *mesh_with;
 	const char *verify_client_url, *rate_config, *stun_xdp, *offload, *bootstrap_dns, *unpub_dns;
 	const char *secrets_url, *stun_xdp_mode, *tls_max;
@@ -81,7 +82,8 @@ static struct kd_flag g_flags[] = {
 	{"mesh-with", KD_FLAG_STRING, &g_opts.mesh_with, "comma-separated mesh peers (not supported yet)", false},
 	{"secrets-url", KD_FLAG_STRING, &g_opts.secrets_url, "setec secrets service (not supported)", false},
 	{"verify-clients", KD_FLAG_BOOL, &g_opts.verify_clients, "admission via local tailscaled (not supported yet)", false},
-	{"verify-client-url", KD_FLAG_STRING, &g_opts.verify_client_url, "admission webhook URL (not supported yet)", false},
+	{"verify-client-url", KD_FLAG_STRING, &g_opts.verify_client_url, "admission webhook URL: POST {\"NodePublic\",\"Source\"}, expects {\"Allow\":true}", false},
+	{"verify-client-url-fail-open", KD_FLAG_BOOL, &g_opts.verify_fail_open, "admit clients when the webhook is unreachable (kderp default false; derper's is true)", false},
 	{"rate-config", KD_FLAG_STRING, &g_opts.rate_config, "per-client rate limit JSON (not supported yet)", false},
 	{"accept-connection-limit", KD_FLAG_DOUBLE, &g_opts.accept_limit, "rate of accepted connections per second (token bucket); 0 = unlimited", false},
 	{"accept-connection-burst", KD_FLAG_INT, &g_opts.accept_burst, "burst of the accept token bucket", false},
@@ -112,7 +114,7 @@ static bool flag_set(const char *name)
 /* A flag whose feature is missing must not look like it works. */
 static int refuse_unsupported(void)
 {
-	static const char *const missing[] = {"mesh-with", "secrets-url", "verify-clients", "verify-client-url",
+	static const char *const missing[] = {"mesh-with", "secrets-url", "verify-clients",
 					      "rate-config", "bootstrap-dns-names",
 					      "unpublished-bootstrap-dns-names", "ace"};
 	for (size_t i = 0; i < sizeof(missing) / sizeof(missing[0]); i++) {
@@ -243,6 +245,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* one fd per client: take the whole hard limit */
+	struct rlimit nofile;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
 	if (refuse_unsupported() != 0)
 		return 2;
 	/* kderp deviation: -dev binds loopback only (derper binds :3340 on
@@ -286,6 +294,8 @@ int main(int argc, char **argv)
 	cfg.tcp_user_timeout_ms = g_opts.tcp_user_timeout_ms;
 	cfg.write_timeout_ms = g_opts.tcp_write_timeout_ms;
 	cfg.accept_rate = g_opts.accept_limit;
+	cfg.verify_client_url = g_opts.verify_client_url;
+	cfg.verify_fail_open = g_opts.verify_fail_open;
 	cfg.accept_burst = g_opts.accept_burst > 0 ? (uint32_t)g_opts.accept_burst
 			   : g_opts.accept_limit > 0  ? (uint32_t)(g_opts.accept_limit < 1 ? 1 : g_opts.accept_limit)
 						      : 0;

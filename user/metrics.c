@@ -218,6 +218,12 @@ int kd_metrics_render(struct kd_server *s, char **outp, size_t *lenp)
 	counter(&o, "kderp_health_frames_total", t.health_frames);
 	counter(&o, "kderp_restarting_frames_total", t.restarting_frames);
 	gauge(&o, "kderp_workers", s->nworkers);
+	if (s->adm) {
+		char adm[4096];
+		int n = kd_admission_metrics(s->adm, adm, sizeof(adm));
+		if (n > 0)
+			emit(&o, "%.*s", n, adm);
+	}
 	if (s->extra_metrics) {
 		/* other planes (STUN, XDP, offload) render their own families */
 		char extra[16384];

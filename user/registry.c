@@ -68,7 +68,7 @@ static struct kd_pkt *peer_present_frame(const struct kd_conn *c)
 		memcpy(body + DERP_KEY_LEN + 16, &a->sin6_port, 2);
 	}
 	body[DERP_KEY_LEN + 18] = present_flags(c);
-	return kd_pkt_frame(DERP_FRAME_PEER_PRESENT, body, sizeof(body), NULL, 0);
+	return kd_pkt_frame(NULL, DERP_FRAME_PEER_PRESENT, body, sizeof(body), NULL, 0);
 }
 
 static void post_frame(struct kd_conn *from, struct kd_conn *to, struct kd_pkt *p, enum kd_msg_op op)
@@ -79,7 +79,7 @@ static void post_frame(struct kd_conn *from, struct kd_conn *to, struct kd_pkt *
 	 * registry, so everything goes through the outbox/inbox */
 	struct kd_worker *w = from ? from->w : NULL;
 	if (w && to->w == w) {
-		struct kd_msg m = {.dst = to, .pkt = p, .op = (uint8_t)op};
+		struct kd_msg m = {.dst = to, .pkt = p, .op = (uint8_t)op, .owns_ref = 1};
 		kd_conn_ref(to);
 		struct kd_msgvec *ob = &w->outbox[w->idx];
 		if (ob->len == ob->cap) {
@@ -101,7 +101,7 @@ static void post_frame(struct kd_conn *from, struct kd_conn *to, struct kd_pkt *
 
 static void send_health(struct kd_conn *from, struct kd_conn *to, const char *text)
 {
-	post_frame(from, to, kd_pkt_frame(DERP_FRAME_HEALTH, text, strlen(text), NULL, 0), KD_MSG_CTRL);
+	post_frame(from, to, kd_pkt_frame(NULL, DERP_FRAME_HEALTH, text, strlen(text), NULL, 0), KD_MSG_CTRL);
 	from->w->ctr.health_frames++;
 }
 
@@ -110,7 +110,7 @@ int kd_registry_add(struct kd_conn *c)
 	struct kd_server *s = c->srv;
 	int err = 0;
 
-	pthread_rwlock_wrlock(&s->reg_lock);
+	kd_reg_wrlock(s);
 	struct kd_client_set *set = kd_keymap_get(&s->reg, c->key);
 	if (!set) {
 		set = calloc(1, sizeof(*set));
@@ -151,7 +151,7 @@ int kd_registry_add(struct kd_conn *c)
 	for (uint32_t i = 0; i < s->nwatchers; i++)
 		post_frame(c, s->watchers[i], peer_present_frame(c), KD_MSG_CTRL);
 out:
-	pthread_rwlock_unlock(&s->reg_lock);
+	kd_reg_wrunlock(s);
 	return err;
 }
 
@@ -168,7 +168,7 @@ static void fire_peer_gone(struct kd_server *s, struct kd_conn *from, const uint
 		struct kd_conn *to = subs->conns[i];
 		if (to == from)
 			continue;
-		post_frame(from, to, kd_pkt_frame(DERP_FRAME_PEER_GONE, src, DERP_KEY_LEN, &reason, 1),
+		post_frame(from, to, kd_pkt_frame(NULL, DERP_FRAME_PEER_GONE, src, DERP_KEY_LEN, &reason, 1),
 			   KD_MSG_PEER_GONE);
 	}
 	free(subs->conns);
@@ -180,10 +180,10 @@ void kd_registry_remove(struct kd_conn *c)
 	struct kd_server *s = c->srv;
 	uint8_t reason = DERP_PEER_GONE_DISCONNECTED;
 
-	pthread_rwlock_wrlock(&s->reg_lock);
+	kd_reg_wrlock(s);
 	struct kd_client_set *set = kd_keymap_get(&s->reg, c->key);
 	if (!set || !ptrvec_del(set->conns, &set->n, c)) {
-		pthread_rwlock_unlock(&s->reg_lock);
+		kd_reg_wrunlock(s);
 		return;
 	}
 	c->registered = false;
@@ -208,7 +208,7 @@ void kd_registry_remove(struct kd_conn *c)
 			fire_peer_gone(s, c, c->key);
 		for (uint32_t i = 0; i < s->nwatchers; i++)
 			post_frame(c, s->watchers[i],
-				   kd_pkt_frame(DERP_FRAME_PEER_GONE, c->key, DERP_KEY_LEN, &reason, 1), KD_MSG_CTRL);
+				   kd_pkt_frame(NULL, DERP_FRAME_PEER_GONE, c->key, DERP_KEY_LEN, &reason, 1), KD_MSG_CTRL);
 	} else {
 		__atomic_sub_fetch(&s->g_dup_conns, 1, __ATOMIC_RELAXED);
 		if (set->n == 1) {
@@ -221,7 +221,7 @@ void kd_registry_remove(struct kd_conn *c)
 		/* the most recent speaker among the rest takes over */
 		set->active = set->conns[set->n - 1];
 	}
-	pthread_rwlock_unlock(&s->reg_lock);
+	kd_reg_wrunlock(s);
 	kd_conn_unref(c); /* the registry's */
 }
 
@@ -229,42 +229,75 @@ void kd_registry_note_activity(struct kd_conn *c)
 {
 	struct kd_server *s = c->srv;
 
-	pthread_rwlock_wrlock(&s->reg_lock);
+	kd_reg_wrlock(s);
 	struct kd_client_set *set = kd_keymap_get(&s->reg, c->key);
 	if (set && set->active != c && ptrvec_del(set->conns, &set->n, c)) {
 		set->conns[set->n++] = c; /* cannot fail: the slot was just freed */
 		set->active = c;
 	}
-	pthread_rwlock_unlock(&s->reg_lock);
+	kd_reg_wrunlock(s);
 }
 
-struct kd_conn *kd_registry_lookup(struct kd_server *s, const uint8_t key[static DERP_KEY_LEN], uint32_t *n_conns,
+void kd_reg_wrlock(struct kd_server *s)
+{
+	for (int i = 0; i <= s->nworkers; i++)
+		pthread_rwlock_wrlock(&s->reg_locks[i].l);
+}
+
+void kd_reg_wrunlock(struct kd_server *s)
+{
+	/* every writer changes something routing depends on */
+	__atomic_add_fetch(&s->reg_gen, 1, __ATOMIC_RELAXED);
+	for (int i = s->nworkers; i >= 0; i--)
+		pthread_rwlock_unlock(&s->reg_locks[i].l);
+}
+
+struct kd_conn *kd_registry_lookup(struct kd_conn *from, const uint8_t key[static DERP_KEY_LEN], uint32_t *n_conns,
 				   struct kd_forwarder **fwd)
 {
+	struct kd_server *s = from->srv;
+	pthread_rwlock_t *l = &s->reg_locks[from->w->idx].l;
 	struct kd_conn *d = NULL;
 
 	*fwd = NULL;
-	pthread_rwlock_rdlock(&s->reg_lock);
-	struct kd_client_set *set = kd_keymap_get(&s->reg, key);
-	*n_conns = set ? set->n : 0;
-	if (set && set->active) {
-		d = set->active;
-		kd_conn_ref(d);
-	} else if (!set && s->fwd.len) {
-		/* local connections always win; the mesh only for keys with none */
-		struct kd_fwd_entry *e = kd_keymap_get(&s->fwd, key);
-		if (e && e->n)
-			*fwd = e->f[0]; /* forwarders live as long as the server */
+	pthread_rwlock_rdlock(l);
+	uint64_t gen = __atomic_load_n(&s->reg_gen, __ATOMIC_RELAXED);
+	/* the same destination as last time and no registry change since: the
+	 * cached answer still holds, and its connection is still registered */
+	if (from->lk_gen == gen && gen && !memcmp(from->lk_key, key, DERP_KEY_LEN)) {
+		d = from->lk_conn;
+		*fwd = from->lk_fwd;
+		*n_conns = from->lk_n;
+	} else {
+		struct kd_client_set *set = kd_keymap_get(&s->reg, key);
+		*n_conns = set ? set->n : 0;
+		if (set && set->active) {
+			d = set->active;
+		} else if (!set && s->fwd.len) {
+			/* local connections always win; the mesh only for keys with none */
+			struct kd_fwd_entry *e = kd_keymap_get(&s->fwd, key);
+			if (e && e->n)
+				*fwd = e->f[0]; /* forwarders live as long as the server */
+		}
+		memcpy(from->lk_key, key, DERP_KEY_LEN);
+		from->lk_conn = d;
+		from->lk_fwd = *fwd;
+		from->lk_n = *n_conns;
+		from->lk_gen = gen;
 	}
-	pthread_rwlock_unlock(&s->reg_lock);
-	return d;
+	return d; /* with the read lock held: see kd_registry_lookup_done */
+}
+
+void kd_registry_lookup_done(struct kd_conn *from)
+{
+	pthread_rwlock_unlock(&from->srv->reg_locks[from->w->idx].l);
 }
 
 int kd_server_add_forwarder(struct kd_server *s, const uint8_t key[DERP_KEY_LEN], struct kd_forwarder *f)
 {
 	int err = 0;
 
-	pthread_rwlock_wrlock(&s->reg_lock);
+	kd_reg_wrlock(s);
 	struct kd_fwd_entry *e = kd_keymap_get(&s->fwd, key);
 	if (!e) {
 		e = calloc(1, sizeof(*e));
@@ -293,13 +326,13 @@ int kd_server_add_forwarder(struct kd_server *s, const uint8_t key[DERP_KEY_LEN]
 	if (e->n == 2)
 		s->multiforwarder_created++;
 out:
-	pthread_rwlock_unlock(&s->reg_lock);
+	kd_reg_wrunlock(s);
 	return err;
 }
 
 void kd_server_remove_forwarder(struct kd_server *s, const uint8_t key[DERP_KEY_LEN], struct kd_forwarder *f)
 {
-	pthread_rwlock_wrlock(&s->reg_lock);
+	kd_reg_wrlock(s);
 	struct kd_fwd_entry *e = kd_keymap_get(&s->fwd, key);
 	uint32_t i = 0;
 	while (e && i < e->n && e->f[i] != f)
@@ -322,14 +355,14 @@ void kd_server_remove_forwarder(struct kd_server *s, const uint8_t key[DERP_KEY_
 		}
 	}
 out:
-	pthread_rwlock_unlock(&s->reg_lock);
+	kd_reg_wrunlock(s);
 }
 
 void kd_registry_subscribe(struct kd_conn *c, const uint8_t src[static DERP_KEY_LEN])
 {
 	struct kd_server *s = c->srv;
 
-	pthread_rwlock_wrlock(&s->reg_lock);
+	kd_reg_wrlock(s);
 	struct kd_subs *subs = kd_keymap_get(&s->subs, src);
 	if (!subs) {
 		subs = calloc(1, sizeof(*subs));
@@ -340,7 +373,7 @@ void kd_registry_subscribe(struct kd_conn *c, const uint8_t src[static DERP_KEY_
 	}
 	ptrvec_add(&subs->conns, &subs->n, &subs->cap, c);
 out:
-	pthread_rwlock_unlock(&s->reg_lock);
+	kd_reg_wrunlock(s);
 }
 
 void kd_registry_unsubscribe_all(struct kd_conn *c)
@@ -351,7 +384,7 @@ void kd_registry_unsubscribe_all(struct kd_conn *c)
 
 	if (!c->saw_src.len)
 		return;
-	pthread_rwlock_wrlock(&s->reg_lock);
+	kd_reg_wrlock(s);
 	for (size_t i = 0; (i = kd_keymap_next(&c->saw_src, i, &k, &v)) != 0;) {
 		struct kd_subs *subs = kd_keymap_get(&s->subs, k);
 		if (!subs)
@@ -363,7 +396,7 @@ void kd_registry_unsubscribe_all(struct kd_conn *c)
 			free(subs);
 		}
 	}
-	pthread_rwlock_unlock(&s->reg_lock);
+	kd_reg_wrunlock(s);
 }
 
 void kd_registry_watch(struct kd_conn *c)
@@ -375,7 +408,7 @@ void kd_registry_watch(struct kd_conn *c)
 	/* a server that dialled itself watches nothing (spec §6.11) */
 	if (memcmp(c->key, s->cfg.keys.pub, DERP_KEY_LEN) == 0)
 		return;
-	pthread_rwlock_wrlock(&s->reg_lock);
+	kd_reg_wrlock(s);
 	if (!c->is_watcher && ptrvec_add(&s->watchers, &s->nwatchers, &s->watchers_cap, c) == 0) {
 		c->is_watcher = true;
 		kd_conn_ref(c);
@@ -387,14 +420,14 @@ void kd_registry_watch(struct kd_conn *c)
 			post_frame(c, c, peer_present_frame(set->active), KD_MSG_CTRL);
 	}
 	c->w->ctr.watch_updates++;
-	pthread_rwlock_unlock(&s->reg_lock);
+	kd_reg_wrunlock(s);
 }
 
 void kd_registry_close_peer(struct kd_conn *c, const uint8_t key[static DERP_KEY_LEN])
 {
 	struct kd_server *s = c->srv;
 
-	pthread_rwlock_wrlock(&s->reg_lock);
+	kd_reg_wrlock(s);
 	struct kd_client_set *set = kd_keymap_get(&s->reg, key);
 	if (!set) {
 		char sk[KD_KEY_SHORT_LEN];
@@ -403,7 +436,7 @@ void kd_registry_close_peer(struct kd_conn *c, const uint8_t key[static DERP_KEY
 	}
 	for (uint32_t i = 0; set && i < set->n; i++)
 		post_frame(c, set->conns[i], NULL, KD_MSG_CLOSE);
-	pthread_rwlock_unlock(&s->reg_lock);
+	kd_reg_wrunlock(s);
 }
 
 bool kd_registry_check(struct kd_server *s, char *problems, size_t cap)
@@ -414,7 +447,7 @@ bool kd_registry_check(struct kd_server *s, char *problems, size_t cap)
 	int64_t conns = 0;
 
 	problems[0] = '\0';
-	pthread_rwlock_rdlock(&s->reg_lock);
+	kd_reg_wrlock(s);
 	for (size_t i = 0; (i = kd_keymap_next(&s->reg, i, &k, &v)) != 0;) {
 		struct kd_client_set *set = v;
 		char sk[KD_KEY_SHORT_LEN];
@@ -434,6 +467,6 @@ bool kd_registry_check(struct kd_server *s, char *problems, size_t cap)
 	if (g != conns && used < cap)
 		used += (size_t)snprintf(problems + used, cap - used, "%scurrent_connections %lld != %lld registered",
 					 used ? ", " : "", (long long)g, (long long)conns);
-	pthread_rwlock_unlock(&s->reg_lock);
+	kd_reg_wrunlock(s);
 	return used == 0;
 }

@@ -224,6 +224,22 @@ static bool tls_ulp_available(void)
 	return false;
 }
 
+static void on_admission_results(struct kd_io *io, uint32_t events)
+{
+	struct kd_worker *w = (struct kd_worker *)((char *)io - offsetof(struct kd_worker, adm_io));
+	struct kd_admission_result res[32];
+	size_t n;
+
+	(void)events;
+	while ((n = kd_admission_poll(w->admq, res, 32)) > 0) {
+		for (size_t i = 0; i < n; i++) {
+			struct kd_conn *c = (struct kd_conn *)(uintptr_t)res[i].cookie;
+			kd_derp_admission_done(c, res[i].allow, res[i].reason);
+			kd_conn_unref(c); /* the request's */
+		}
+	}
+}
+
 static void *worker_main(void *arg)
 {
 	struct kd_worker *w = arg;
@@ -250,7 +266,6 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 	s->listen_fd = s->listen80_fd = -1;
 	s->start_ms = kd_now_ms();
 	s->debug_key = load_debug_key();
-	pthread_rwlock_init(&s->reg_lock, NULL);
 	pthread_mutex_init(&s->accept_lock, NULL);
 	kd_keymap_init(&s->reg);
 	kd_keymap_init(&s->subs);
@@ -262,6 +277,14 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 		s->nworkers = 1;
 	if (s->nworkers > 64)
 		s->nworkers = 64;
+	s->reg_locks = aligned_alloc(64, sizeof(*s->reg_locks) * (size_t)(s->nworkers + 1));
+	if (!s->reg_locks) {
+		free(s);
+		return -ENOMEM;
+	}
+	for (int i = 0; i <= s->nworkers; i++)
+		pthread_rwlock_init(&s->reg_locks[i].l, NULL);
+	s->reg_gen = 1; /* 0 marks an empty lookup cache */
 
 	s->listen_fd = listen_on(cfg->addr, &s->port, cfg);
 	if (s->listen_fd < 0) {
@@ -301,6 +324,18 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 			s->port80 = p80;
 		}
 	}
+	if (cfg->verify_client_url && *cfg->verify_client_url) {
+		struct kd_admission_opts ao = {
+			.url = cfg->verify_client_url,
+			.fail_open = cfg->verify_fail_open,
+			.timeout_ms = 5000,
+		};
+		err = kd_admission_new(&s->adm, &ao);
+		if (err) {
+			pr_err("-verify-client-url %s: %s", cfg->verify_client_url, strerror(-err));
+			goto fail;
+		}
+	}
 	s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
 	if (!s->workers) {
 		err = -ENOMEM;
@@ -329,6 +364,16 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 		err = kd_io_add(w->loop, &w->listen_io, EPOLLIN | EPOLLEXCLUSIVE);
 		if (err)
 			goto fail;
+		if (s->adm) {
+			err = kd_admission_queue_new(&w->admq);
+			if (err)
+				goto fail;
+			w->adm_io.fd = kd_admission_queue_fd(w->admq);
+			w->adm_io.cb = on_admission_results;
+			err = kd_io_add(w->loop, &w->adm_io, EPOLLIN);
+			if (err)
+				goto fail;
+		}
 		if (s->listen80_fd >= 0) {
 			w->listen80_io.fd = s->listen80_fd;
 			w->listen80_io.cb = on_accept80;
@@ -429,10 +474,29 @@ void kd_server_free(struct kd_server *s)
 	if (!s)
 		return;
 	kd_server_stop(s);
+	/* pending checks complete as canceled into the queues; drain them so
+	 * the connections' references go */
+	kd_admission_free(s->adm);
+	for (int i = 0; s->workers && i < s->nworkers; i++) {
+		struct kd_worker *w = &s->workers[i];
+		if (w->admq) {
+			struct kd_admission_result res[32];
+			size_t n;
+			while ((n = kd_admission_poll(w->admq, res, 32)) > 0)
+				for (size_t k = 0; k < n; k++)
+					kd_conn_unref((struct kd_conn *)(uintptr_t)res[k].cookie);
+			kd_admission_queue_free(w->admq);
+		}
+	}
 	for (int i = 0; s->workers && i < s->nworkers; i++) {
 		struct kd_worker *w = &s->workers[i];
 		kd_loop_free(w->loop);
 		free(w->scratch);
+		while (w->pool) {
+			struct kd_pkt *p = w->pool;
+			memcpy(&w->pool, p->frame, sizeof(p));
+			free(p);
+		}
 		for (int k = 0; w->outbox && k < s->nworkers; k++)
 			free(w->outbox[k].v);
 		free(w->outbox);
@@ -465,7 +529,9 @@ void kd_server_free(struct kd_server *s)
 	kd_keymap_free(&s->subs);
 	kd_keymap_free(&s->fwd);
 	free(s->watchers);
-	pthread_rwlock_destroy(&s->reg_lock);
+	for (int i = 0; s->reg_locks && i <= s->nworkers; i++)
+		pthread_rwlock_destroy(&s->reg_locks[i].l);
+	free(s->reg_locks);
 	pthread_mutex_destroy(&s->accept_lock);
 	sodium_memzero(&s->cfg, sizeof(s->cfg));
 	free(s);

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 
 #include "derp_wire.h"
+#include "admission.h"
 #include "keymap.h"
 #include "log.h"
 #include "loop.h"
@@ -29,8 +30,15 @@ struct kd_pkt {
 	uint64_t enq_ms;
 	uint32_t len;             /* bytes in frame[] */
 	uint8_t kind;             /* enum derp_kind, for drop accounting */
+	uint8_t pooled;           /* a KD_PKT_POOL_SIZE buffer from a worker's pool */
 	uint8_t frame[];          /* header + payload as it goes on the wire */
 };
+
+/* WireGuard-sized packets come from per-worker free lists: no malloc on
+ * the common path, and a buffer freed on another worker just joins that
+ * worker's list. */
+#define KD_PKT_POOL_SIZE 2048u
+#define KD_PKT_POOL_MAX 2048u     /* idle buffers kept per worker */
 
 /* A bounded head-drop ring of packets. */
 struct kd_pktq {
@@ -49,6 +57,7 @@ enum kd_conn_state {
 	KD_CONN_HTTP,
 	KD_CONN_HTTP_RESPONDING,  /* writing a response, then close or next request */
 	KD_CONN_WAIT_CLIENT_INFO,
+	KD_CONN_ADMISSION,        /* ClientInfo opened, the webhook decides; not read meanwhile */
 	KD_CONN_ACTIVE,
 	KD_CONN_CLOSED,
 };
@@ -92,6 +101,12 @@ struct kd_conn {
 	uint8_t ws_hdr[10];
 	uint8_t ws_hdr_len;
 	bool close_after_flush;
+	/* backpressure: a destination whose socket is full says so... */
+	int congested;            /* atomic: 1 while its socket refuses writes */
+	uint64_t congested_since_ms; /* atomic */
+	/* ...and a sender that fed one pauses its reads for a moment */
+	bool pause_after_frame, paused;
+	struct kd_timer resume;
 
 	struct kd_timer deadline; /* handshake or write deadline */
 	struct kd_timer keepalive;
@@ -108,6 +123,14 @@ struct kd_conn {
 	uint64_t nothere_last_ms;
 	/* sources this connection has received packets from (spec §7.6) */
 	struct kd_keymap saw_src;
+	uint8_t last_src[DERP_KEY_LEN]; /* saw_src's last hit: one sender per flow is common */
+	bool last_src_valid;
+	/* the last destination this connection sent to, valid while reg_gen is */
+	uint8_t lk_key[DERP_KEY_LEN];
+	struct kd_conn *lk_conn;
+	struct kd_forwarder *lk_fwd;
+	uint32_t lk_n;
+	uint64_t lk_gen;
 
 	struct kd_conn *flush_next;
 	struct kd_conn *close_next;
@@ -123,9 +146,12 @@ enum kd_msg_op {
 };
 
 struct kd_msg {
-	struct kd_conn *dst;  /* holds a reference */
+	struct kd_conn *dst;
 	struct kd_pkt *pkt;
 	uint8_t op;
+	/* A run of messages to one destination shares one reference, held by
+	 * its last message: one atomic per batch instead of per packet. */
+	uint8_t owns_ref;
 };
 
 struct kd_msgvec {
@@ -211,7 +237,18 @@ struct kd_worker {
 	struct kd_msgvec inbox_spare;  /* swapped with inbox to drain without the lock */
 	struct kd_counters ctr;
 	bool stopping;
+	struct kd_admission_queue *admq;
+	struct kd_io adm_io;
+	struct kd_pkt *pool;      /* free list, linked through the frame bytes */
+	uint32_t pool_len;
 };
+
+/* The registry lock is a reader lock per worker (plus one for other
+ * threads): lookups on the packet path never share a cache line; writers,
+ * on connect and disconnect, take them all. */
+struct kd_reg_lock {
+	pthread_rwlock_t l;
+} __attribute__((aligned(64)));
 
 /* Registry entry: every live connection of one key (spec §7.2). */
 struct kd_client_set {
@@ -241,12 +278,14 @@ struct kd_server {
 	int listen_fd, listen80_fd;
 	int port, port80;
 	SSL_CTX *tls;
+	struct kd_admission *adm;
 	int nworkers;
 	struct kd_worker *workers;
 	uint64_t next_conn_id;    /* atomic */
 	uint64_t start_ms;
 
-	pthread_rwlock_t reg_lock;
+	struct kd_reg_lock *reg_locks; /* nworkers + 1 */
+	uint64_t reg_gen;         /* bumped on every change routing depends on */
 	struct kd_keymap reg;     /* key -> struct kd_client_set */
 	struct kd_keymap subs;    /* src key -> struct kd_subs */
 	struct kd_keymap fwd;     /* key -> struct kd_fwd_entry, keys on other mesh nodes */
@@ -281,7 +320,19 @@ int kd_conn_ctrl_frame(struct kd_conn *c, uint8_t type, const void *p1, size_t n
 void kd_worker_before_sleep(void *arg);
 void kd_buf_free(struct kd_buf *b);
 
+/* Feeds input that waited (admission) to the DERP parser again. */
+void kd_conn_resume_input(struct kd_conn *c);
+/* Re-arms epoll from the connection's state (reading paused, writes waiting). */
+void kd_conn_update_events(struct kd_conn *c);
+void kd_conn_pause(struct kd_conn *c);
+/* How long a sender pauses for a congested destination, and for how long a
+ * destination may stay congested before senders stop waiting for it and
+ * its queue head-drops as the reference's does. */
+#define KD_PAUSE_MS 1
+#define KD_CONGESTION_PATIENCE_MS 50
+
 /* derp_conn.c */
+void kd_derp_admission_done(struct kd_conn *c, bool allow, const char *reason);
 int kd_derp_on_upgrade(struct kd_conn *c);
 /* Consumes complete frames from buf; returns bytes consumed or -1 to close. */
 ssize_t kd_derp_process(struct kd_conn *c, const uint8_t *buf, size_t len);
@@ -289,7 +340,9 @@ void kd_derp_deliver(struct kd_conn *d, struct kd_pkt *p);
 void kd_worker_drain_inbox(void *arg);
 void kd_worker_post(struct kd_worker *from, struct kd_conn *dst, struct kd_pkt *p, enum kd_msg_op op);
 void kd_worker_send_outbox(struct kd_worker *w);
-struct kd_pkt *kd_pkt_frame(uint8_t type, const void *p1, size_t n1, const void *p2, size_t n2);
+/* w may be NULL off the workers: then no pool is used. */
+struct kd_pkt *kd_pkt_frame(struct kd_worker *w, uint8_t type, const void *p1, size_t n1, const void *p2, size_t n2);
+void kd_pkt_free(struct kd_worker *w, struct kd_pkt *p);
 void kd_count_drop(struct kd_worker *w, enum derp_drop_reason r, const struct kd_pkt *p);
 void kd_pktq_drain(struct kd_conn *c, enum derp_drop_reason r);
 void kd_conn_on_keepalive(struct kd_timer *t);
@@ -299,8 +352,16 @@ int kd_registry_add(struct kd_conn *c);
 void kd_registry_remove(struct kd_conn *c);
 void kd_registry_note_activity(struct kd_conn *c);
 /* Looks up the active connection for key, with a reference; *n_conns gets how many connections the key has. */
-struct kd_conn *kd_registry_lookup(struct kd_server *s, const uint8_t key[static DERP_KEY_LEN], uint32_t *n_conns,
+/* Looks up the active connection for key from a sender: *n_conns gets how
+ * many connections the key has, *fwd a mesh forwarder. Returns with the
+ * sender worker's registry read lock held, so another worker's connection
+ * stays valid without a reference until kd_registry_lookup_done(): post to
+ * it before that, and never take the write lock in between. */
+struct kd_conn *kd_registry_lookup(struct kd_conn *from, const uint8_t key[static DERP_KEY_LEN], uint32_t *n_conns,
 				   struct kd_forwarder **fwd);
+void kd_registry_lookup_done(struct kd_conn *from);
+void kd_reg_wrlock(struct kd_server *s);
+void kd_reg_wrunlock(struct kd_server *s);
 void kd_registry_subscribe(struct kd_conn *c, const uint8_t src[static DERP_KEY_LEN]);
 void kd_registry_unsubscribe_all(struct kd_conn *c);
 void kd_registry_watch(struct kd_conn *c);

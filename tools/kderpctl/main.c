@@ -15,14 +15,8 @@
 #include "ctl.h"
 #include "log.h"
 
-int do_stun(int argc, char **argv);
-
-/* Replaced by tools/kderpctl/cmd_stun.c when it is merged. */
-__attribute__((weak)) int do_stun(int argc, char **argv)
-{
-	fprintf(stderr, "stun: not built\n");
-	return 2;
-}
+#include "cmd_admission.h"
+#include "cmd_stun.h"
 
 static const struct cmd {
 	const char *name;
@@ -36,7 +30,8 @@ static const struct cmd {
 	{"watch", do_watch, "URL --mesh-key-file F    PeerPresent/PeerGone stream"},
 	{"close-peer", do_close_peer, "URL KEY --mesh-key-file F  disconnect a peer"},
 	{"derpmap", do_derpmap, "FILE [--http]            latency to every node, pick a region"},
-	{"stun", do_stun, "...                      STUN binding request"},
+	{"stun", do_stun, "HOST[:PORT] [-4|-6]      STUN binding request: mapped address, RTT"},
+	{"admission", do_admission, "URL NODEKEY [IP]         ask an admission webhook as kderpd would"},
 	{"genkey", do_genkey, "                         print a new privkey:<hex>"},
 	{"pubkey", do_pubkey, "                         privkey on stdin -> nodekey:<hex>"},
 };
