@@ -91,7 +91,7 @@ run: deps
 # $(BUILD)/% won over them whenever an intermediate (.o, .tmp.o) was missing,
 # and gcc compiled bpf/*.bpf.c as userspace.
 # --- BPF -------------------------------------------------------------------
-$(BUILD)/bpf/%.tmp.o: bpf/%.bpf.c $(VMLINUX_H) | $(BUILD)/bpf
+$(BPF_OBJS:.bpf.o=.tmp.o): $(BUILD)/bpf/%.tmp.o: bpf/%.bpf.c $(VMLINUX_H) | $(BUILD)/bpf
 	$(call msg,BPF,$@)
 	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Iinclude -Ibpf \
 		-include $(VMLINUX_H) -MMD -MP -c $< -o $@
@@ -168,7 +168,7 @@ test-vm: $(VM_BINS)
 	$(Q)tests/vm/run.sh $(VM_TESTS)
 
 # --- fuzzing (clang libFuzzer + ASan/UBSan, its own build of the library) ----
-FUZZ_CFLAGS := -std=gnu11 -O1 -g $(WARN) -D_GNU_SOURCE -Iinclude -Iuser -I$(BUILD)/bpf \
+FUZZ_CFLAGS := -std=gnu11 -O1 -g $(WARN) -D_GNU_SOURCE -Iinclude -Iuser -I$(BUILD)/bpf -MMD -MP \
 	-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -pthread
 
 $(FUZZ_BUILD)/%.o: %.c | $(BPF_SKELS)

@@ -171,7 +171,7 @@ static int hs_tcp_connect(struct kd_client *c)
  * more bytes, 1 established, -errno. */
 static int hs_consume(struct kd_client *c)
 {
-	const uint8_t *buf = c->in ? c->in + c->in_start : NULL;
+	const uint8_t *buf = c->in ? c->in + c->in_start : NULL; /* NULL + 0 is UB */
 	size_t have = c->in_end - c->in_start, used;
 	struct kd_client_msg m;
 	int err, status;

@@ -321,7 +321,7 @@ void kd_conn_update_events(struct kd_conn *c)
 
 	if (c->state == KD_CONN_CLOSED)
 		return;
-	if (c->state != KD_CONN_ADMISSION && !c->paused)
+	if (c->state != KD_CONN_ADMISSION && !c->paused && !c->rd_eof)
 		ev |= EPOLLIN | EPOLLRDHUP;
 	if (c->want_write)
 		ev |= EPOLLOUT;
@@ -391,7 +391,7 @@ int kd_conn_flush(struct kd_conn *c)
 		const struct {
 			uint8_t *p;
 			size_t len;
-		} pre[] = {{c->raw.data + c->raw.off, c->raw_inflight}, {c->ws_hdr, c->ws_hdr_len}};
+		} pre[] = {{c->raw.data ? c->raw.data + c->raw.off : NULL, c->raw_inflight}, {c->ws_hdr, c->ws_hdr_len}};
 		for (size_t k = 0; k < 2; k++) {
 			if (skip >= pre[k].len) {
 				skip -= pre[k].len;
@@ -460,9 +460,17 @@ int kd_conn_flush(struct kd_conn *c)
 			return -EPIPE;
 		}
 		c->state = KD_CONN_HTTP;
+		/* like Go's ReadTimeout the deadline bounds each request, not the
+		 * life of a keep-alive connection; idle ones still expire */
+		kd_timer_arm(c->w->loop, &c->deadline, kd_loop_now(c->w->loop) + c->srv->cfg.http_timeout_ms);
 		/* a pipelined request may already be buffered */
 		if (c->in.len > c->in.off && !consume_input(c))
 			return -EPIPE;
+		/* the peer half-closed: answer what it asked, then nothing is coming */
+		if (c->rd_eof && c->state != KD_CONN_HTTP_RESPONDING) {
+			kd_conn_close(c, NULL);
+			return -EPIPE;
+		}
 	}
 	return 0;
 }
@@ -484,6 +492,10 @@ void kd_worker_before_sleep(void *arg)
 				kd_conn_flush(c);
 		}
 	}
+	/* still dirty after the rounds (pipelined HTTP: each response frees
+	 * the next request): come straight back instead of sleeping on them */
+	if (w->flush_list)
+		kd_loop_wake(w->loop);
 	kd_worker_send_outbox(w);
 	while (w->close_list) {
 		struct kd_conn *c = w->close_list;
@@ -831,6 +843,14 @@ static void on_readable(struct kd_conn *c)
 			}
 		}
 read_done:
+		if (r == 0 && c->state == KD_CONN_HTTP_RESPONDING) {
+			/* a half-close after the request: the response (and those of
+			 * requests pipelined before the EOF) is still owed; stop reading
+			 * (EOF stays readable) and close once they are out */
+			c->rd_eof = true;
+			kd_conn_update_events(c);
+			return;
+		}
 		if (r == 0) {
 			if (c->state < KD_CONN_ACTIVE && c->state != KD_CONN_HTTP)
 				w->ctr.handshake_errors[KD_HS_EOF]++;

@@ -22,7 +22,7 @@ struct kd_pkt *kd_pkt_frame(struct kd_worker *w, uint8_t type, const void *p1, s
 
 	if (w && need <= KD_PKT_POOL_SIZE && w->pool) {
 		p = w->pool;
-		memcpy(&w->pool, p->frame, sizeof(p)); /* the next link sits in the frame bytes */
+		w->pool = p->next_free;
 		w->pool_len--;
 	} else {
 		p = malloc(w && need <= KD_PKT_POOL_SIZE ? KD_PKT_POOL_SIZE : need);
@@ -44,7 +44,7 @@ struct kd_pkt *kd_pkt_frame(struct kd_worker *w, uint8_t type, const void *p1, s
 void kd_pkt_free(struct kd_worker *w, struct kd_pkt *p)
 {
 	if (w && p->pooled && w->pool_len < KD_PKT_POOL_MAX) {
-		memcpy(p->frame, &w->pool, sizeof(p));
+		p->next_free = w->pool;
 		w->pool = p;
 		w->pool_len++;
 		return;

@@ -135,6 +135,34 @@ static bool accept_allowed(struct kd_server *s)
 	return ok;
 }
 
+#define KD_ACCEPT_PAUSE_MS 100
+
+/* Out of descriptors or memory, accept() fails while the listener stays
+ * readable: level-triggered epoll would spin on it. This worker stops
+ * listening for a moment instead; the backlog keeps the connections. */
+static bool accept_failed(struct kd_worker *w, int err)
+{
+	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
+		return false;
+	pr_warn("accept: %s: pausing accepts for %d ms", strerror(err), KD_ACCEPT_PAUSE_MS);
+	kd_io_del(w->loop, &w->listen_io);
+	if (w->listen80_io.cb)
+		kd_io_del(w->loop, &w->listen80_io);
+	kd_timer_arm(w->loop, &w->accept_resume, kd_loop_now(w->loop) + KD_ACCEPT_PAUSE_MS);
+	return true;
+}
+
+static void on_accept_resume(struct kd_timer *t)
+{
+	struct kd_worker *w = (struct kd_worker *)((char *)t - offsetof(struct kd_worker, accept_resume));
+
+	if (!w->listen_io.events && kd_io_add(w->loop, &w->listen_io, EPOLLIN | EPOLLEXCLUSIVE) != 0)
+		pr_err("worker %d: resume accepting: %s", w->idx, strerror(errno));
+	if (w->listen80_io.cb && !w->listen80_io.events &&
+	    kd_io_add(w->loop, &w->listen80_io, EPOLLIN | EPOLLEXCLUSIVE) != 0)
+		pr_err("worker %d: resume accepting on the plaintext port: %s", w->idx, strerror(errno));
+}
+
 static void on_accept(struct kd_io *io, uint32_t events)
 {
 	struct kd_worker *w = (struct kd_worker *)((char *)io - offsetof(struct kd_worker, listen_io));
@@ -146,7 +174,7 @@ static void on_accept(struct kd_io *io, uint32_t events)
 		socklen_t pl = sizeof(peer);
 		int fd = accept4(io->fd, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED && !accept_failed(w, errno))
 				pr_warn("accept: %s", strerror(errno));
 			return;
 		}
@@ -172,8 +200,10 @@ static void on_accept80(struct kd_io *io, uint32_t events)
 		struct sockaddr_storage peer;
 		socklen_t pl = sizeof(peer);
 		int fd = accept4(io->fd, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0)
+		if (fd < 0) {
+			accept_failed(w, errno);
 			return;
+		}
 		tune_accepted(&w->srv->cfg, fd);
 		struct kd_conn *c = kd_conn_new(w, fd, &peer, false);
 		if (!c)
@@ -345,6 +375,7 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 		struct kd_worker *w = &s->workers[i];
 		w->srv = s;
 		w->idx = i;
+		kd_timer_init(&w->accept_resume, on_accept_resume);
 		pthread_mutex_init(&w->inbox_lock, NULL);
 		w->scratch_cap = KD_SCRATCH;
 		w->scratch = malloc(w->scratch_cap);
@@ -429,6 +460,7 @@ static void worker_shutdown(struct kd_worker *w)
 {
 	uint8_t body[DERP_RESTARTING_LEN] = {0, 0, 0x03, 0xe8, 0, 0, 0x13, 0x88}; /* 1 s, 5 s */
 
+	kd_timer_disarm(w->loop, &w->accept_resume);
 	kd_io_del(w->loop, &w->listen_io);
 	if (w->listen80_io.cb)
 		kd_io_del(w->loop, &w->listen80_io);
@@ -494,7 +526,7 @@ void kd_server_free(struct kd_server *s)
 		free(w->scratch);
 		while (w->pool) {
 			struct kd_pkt *p = w->pool;
-			memcpy(&w->pool, p->frame, sizeof(p));
+			w->pool = p->next_free;
 			free(p);
 		}
 		for (int k = 0; w->outbox && k < s->nworkers; k++)

@@ -27,7 +27,10 @@
 
 /* A frame ready to write, owned by exactly one queue or message at a time. */
 struct kd_pkt {
-	uint64_t enq_ms;
+	union {
+		uint64_t enq_ms;
+		struct kd_pkt *next_free; /* on a worker's free list */
+	};
 	uint32_t len;             /* bytes in frame[] */
 	uint8_t kind;             /* enum derp_kind, for drop accounting */
 	uint8_t pooled;           /* a KD_PKT_POOL_SIZE buffer from a worker's pool */
@@ -93,6 +96,7 @@ struct kd_conn {
 	bool dirty;               /* on the worker's flush list */
 	bool want_write;          /* EPOLLOUT armed */
 	bool http_close_after;
+	bool rd_eof;              /* peer shut down its side: no more EPOLLIN */
 	bool port80;              /* accepted on the plaintext listener next to TLS */
 	/* DERP over WebSocket (spec §3.7): every batch becomes one binary message */
 	struct kd_ws_decoder *ws; /* NULL for raw DERP */
@@ -223,6 +227,7 @@ struct kd_worker {
 	bool started;
 	struct kd_io listen_io;
 	struct kd_io listen80_io;
+	struct kd_timer accept_resume; /* listeners paused after accept() ran out of fds */
 	uint8_t *scratch;         /* read buffer for whole-frame parsing */
 	size_t scratch_cap;
 	struct kd_conn *flush_list;
@@ -239,7 +244,7 @@ struct kd_worker {
 	bool stopping;
 	struct kd_admission_queue *admq;
 	struct kd_io adm_io;
-	struct kd_pkt *pool;      /* free list, linked through the frame bytes */
+	struct kd_pkt *pool;      /* free list through next_free */
 	uint32_t pool_len;
 };
 
