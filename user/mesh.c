@@ -186,9 +186,12 @@ static void peer_down(struct mesh_peer *p, enum drop_reason why, const char *wha
 		kd_server_remove_forwarder(m->srv, k, &p->fwd);
 	kd_keymap_free(&p->present);
 	kd_keymap_init(&p->present);
+	/* a peer that closes right after WatchConns did not grant mesh rights */
+	bool refused = p->st == PEER_UP && n == 0 && kd_loop_now(m->loop) - p->up_since_ms < 1000;
 	if (p->st == PEER_UP)
-		pr_warn("mesh(%s): %s: %s; forgot %zu peers, reconnecting in %u s", p->t.host, what,
-			err ? strerror(-err) : "closed", n, KD_MESH_RETRY_MS / 1000);
+		pr_warn("mesh(%s): %s: %s; forgot %zu peers, reconnecting in %u s%s", p->t.host, what,
+			err ? strerror(-err) : "closed", n, KD_MESH_RETRY_MS / 1000,
+			refused ? " (closed at WatchConns: does it have the same mesh key?)" : "");
 	p->st = PEER_WAIT;
 	kd_timer_arm(m->loop, &p->timer, kd_loop_now(m->loop) + KD_MESH_RETRY_MS);
 }
