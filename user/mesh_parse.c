@@ -74,7 +74,10 @@ static int parse_dial(const char *s, size_t n, char *out, size_t cap)
 	}
 	if (n == 0 || n >= cap)
 		return -EINVAL;
-	bool colon = memchr(s, ':', n) != NULL;
+	const char *c1 = memchr(s, ':', n);
+	bool colon = c1 != NULL;
+	if (colon && !memchr(c1 + 1, ':', n - (size_t)(c1 + 1 - s)))
+		return -EINVAL; /* host:port is not a dialhost: derper dials the URL's port */
 	for (size_t i = 0; i < n; i++) {
 		if (!host_char_ok(s[i]) || s[i] == '[' || s[i] == ']')
 			return -EINVAL;
@@ -88,6 +91,8 @@ static int parse_dial(const char *s, size_t n, char *out, size_t cap)
 
 static int parse_entry(const char *s, size_t n, struct kd_mesh_target *t)
 {
+	bool scheme = true;
+
 	memset(t, 0, sizeof(*t));
 	if (n >= 7 && !strncmp(s, "http://", 7)) {
 		t->plain_http = true;
@@ -98,6 +103,8 @@ static int parse_entry(const char *s, size_t n, struct kd_mesh_target *t)
 		n -= 8;
 	} else if (n >= 3 && memmem(s, n, "://", 3)) {
 		return -EINVAL;
+	} else {
+		scheme = false;
 	}
 	const char *slash = memchr(s, '/', n);
 	size_t hn = slash ? (size_t)(slash - s) : n;
@@ -111,10 +118,10 @@ static int parse_entry(const char *s, size_t n, struct kd_mesh_target *t)
 	if (slash) {
 		const char *d = slash + 1;
 		size_t dn = n - hn - 1;
-		/* "http://host:port/derp" is a URL someone pasted, not a dialhost */
-		if (dn == 4 && !memcmp(d, "derp", 4))
-			dn = 0;
-		if (dn && parse_dial(d, dn, t->dial, sizeof(t->dial)) != 0)
+		/* "http://host:port/derp" is a URL someone pasted, not a dialhost;
+		 * without a scheme derper would dial a host named "derp" */
+		bool pasted_url = scheme && dn == 4 && !memcmp(d, "derp", 4);
+		if (!pasted_url && parse_dial(d, dn, t->dial, sizeof(t->dial)) != 0)
 			return -EINVAL;
 	}
 	snprintf(t->url, sizeof(t->url), "%s://%s/derp", t->plain_http ? "http" : "https", t->host);
