@@ -92,7 +92,8 @@ static void cleanup(void)
 	if (ns_br[0])
 		sh("ip netns del %s 2>/dev/null", ns_br);
 	ns_cli[0] = ns_br[0] = '\0';
-	if (tmpdir[0])
+	/* KD_TEST_KEEP=1 keeps the node logs and keys for a post-mortem */
+	if (tmpdir[0] && !getenv("KD_TEST_KEEP"))
 		sh("rm -rf %s", tmpdir);
 	tmpdir[0] = '\0';
 }
@@ -232,6 +233,11 @@ static int setup(void **state)
 	if (sh("echo " MESH_KEY_HEX " > %1$s/mesh.psk && echo " WRONG_KEY_HEX " > %1$s/wrong.psk", tmpdir))
 		return -1;
 	kd_hex_decode(mesh_key, 32, MESH_KEY_HEX, 64);
+	/* a private copy under another name: on a shared machine a stray
+	 * `pkill kderpd` from elsewhere must not take the region down */
+	if (sh("cp %s %s/kdm-node", kderpd, tmpdir))
+		return -1;
+	snprintf(kderpd, sizeof(kderpd), "%s/kdm-node", tmpdir);
 
 	long tag = (long)time(NULL) % 100000;
 	snprintf(ns_br, sizeof(ns_br), "kdm-%d-%ld-br", getpid(), tag);
