@@ -280,6 +280,58 @@ static void test_self_is_ignored(void **state)
 	node_stop(&n1);
 }
 
+/* derper's own form: https with verification; kderp's -mesh-insecure for
+ * self-signed regions. Without it the link never comes up. */
+static void test_tls_peers(void **state)
+{
+	struct node n1 = {0}, n2 = {0};
+	struct kd_server_config cfg;
+	struct kd_keypair ka = {0}, kb = {0};
+	char w1[64], w2[64];
+	(void)state;
+
+	kd_server_config_defaults(&cfg);
+	cfg.has_mesh_key = true;
+	memcpy(cfg.mesh_key, kMeshKey, 32);
+	cfg.certmode = "dev";
+	cfg.hostname = "127.0.0.1";
+	cfg.http_port = -1;
+	assert_int_equal(ts_start(&n1.ts, &cfg, NULL), 0);
+	assert_int_equal(ts_start(&n2.ts, &cfg, NULL), 0);
+	snprintf(w1, sizeof(w1), "127.0.0.1:%d", n2.ts.port);
+	snprintf(w2, sizeof(w2), "127.0.0.1:%d", n1.ts.port);
+	struct kd_mesh_opts o1 = {.mesh_with = w1, .mesh_key = kMeshKey, .insecure = true};
+	struct kd_mesh_opts o2 = {.mesh_with = w2, .mesh_key = kMeshKey};
+	assert_int_equal(kd_mesh_start(&n1.mesh, n1.ts.srv, &o1), 0);
+	assert_int_equal(kd_mesh_start(&n2.mesh, n2.ts.srv, &o2), 0);
+	/* node 2 verifies against the system roots: its link never comes up */
+	assert_true(wait_metric(&n2, "derp_watchers", 1, 5000));
+	assert_int_equal(ts_metric(&n1.ts, "derp_watchers"), 0);
+	assert_int_equal(kd_mesh_peers_up(n2.mesh), 0);
+	assert_int_equal(kd_mesh_peers_up(n1.mesh), 1);
+	/* one working direction is enough for A on node 1 to reach B on node 2 */
+	struct kd_client_opts co = {0};
+	char url[64];
+	struct kd_client *a = NULL, *b = NULL;
+	kd_keypair_generate(&ka);
+	kd_keypair_generate(&kb);
+	co.insecure = true;
+	co.timeout_ms = 5000;
+	co.url = url;
+	snprintf(url, sizeof(url), "https://127.0.0.1:%d/derp", n1.ts.port);
+	co.key = ka;
+	assert_int_equal(kd_client_connect(&a, &co), 0);
+	snprintf(url, sizeof(url), "https://127.0.0.1:%d/derp", n2.ts.port);
+	co.key = kb;
+	assert_int_equal(kd_client_connect(&b, &co), 0);
+	assert_true(wait_metric(&n1, "derp_clients_remote", 1, 5000));
+	send_and_check(a, &ka, b, &kb, 700);
+	kd_client_close(a);
+	kd_client_close(b);
+	node_stop(&n1);
+	node_stop(&n2);
+}
+
 static void test_bad_lists_refused(void **state)
 {
 	struct node n1;
@@ -304,6 +356,7 @@ int main(void)
 		cmocka_unit_test(test_node_dies_and_returns),
 		cmocka_unit_test(test_wrong_mesh_key_gets_no_watch),
 		cmocka_unit_test(test_self_is_ignored),
+		cmocka_unit_test(test_tls_peers),
 		cmocka_unit_test(test_bad_lists_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
