@@ -3,13 +3,18 @@
  * node runs kd_mesh_start toward the other over plain HTTP, clients on
  * different nodes talk through the mesh, and the links recover after a node
  * dies and comes back. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -332,6 +337,152 @@ static void test_tls_peers(void **state)
 	node_stop(&n2);
 }
 
+/* A TCP relay in front of a node that can stop reading from the mesh
+ * client: a peer whose socket stays full. One connection at a time. */
+struct stall_proxy {
+	int lfd, port, target;
+	volatile int frozen, stop;
+	pthread_t th;
+};
+
+static void *proxy_main(void *arg)
+{
+	struct stall_proxy *px = arg;
+	static char buf[65536];
+
+	while (!px->stop) {
+		struct pollfd lp = {.fd = px->lfd, .events = POLLIN};
+		if (poll(&lp, 1, 50) <= 0)
+			continue;
+		int c = accept(px->lfd, NULL, NULL);
+		if (c < 0)
+			continue;
+		int small = 4096;
+		setsockopt(c, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+		int u = ts_connect(px->target);
+		if (u < 0) {
+			close(c);
+			continue;
+		}
+		while (!px->stop) {
+			struct pollfd p[2] = {{.fd = c, .events = px->frozen ? 0 : POLLIN}, {.fd = u, .events = POLLIN}};
+			if (poll(p, 2, 50) <= 0)
+				continue;
+			if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+				ssize_t n = read(c, buf, sizeof(buf));
+				if (n <= 0 || ts_write_all(u, buf, (size_t)n) != 0)
+					break;
+			}
+			if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+				ssize_t n = read(u, buf, sizeof(buf));
+				if (n <= 0 || ts_write_all(c, buf, (size_t)n) != 0)
+					break;
+			}
+		}
+		close(c);
+		close(u);
+	}
+	return NULL;
+}
+
+static void proxy_start(struct stall_proxy *px, int target)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof(a);
+
+	memset(px, 0, sizeof(*px));
+	px->target = target;
+	px->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int small = 4096;
+	/* inherited by accepted sockets: keeps the kernel from buffering megabytes */
+	setsockopt(px->lfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	assert_int_equal(bind(px->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(px->lfd, 4), 0);
+	getsockname(px->lfd, (struct sockaddr *)&a, &al);
+	px->port = ntohs(a.sin_port);
+	assert_int_equal(pthread_create(&px->th, NULL, proxy_main, px), 0);
+}
+
+static void proxy_stop(struct stall_proxy *px)
+{
+	px->stop = 1;
+	pthread_join(px->th, NULL);
+	close(px->lfd);
+}
+
+/* A peer that stops reading: forwarding fills the bounded queue and drops
+ * (queue_full) while the server keeps serving, then the link is closed
+ * after 5 s without write progress (write_timeout) and the remote keys
+ * are forgotten. */
+static void test_stalled_peer_bounded_and_closed(void **state)
+{
+	struct node n1 = {0}, n2 = {0};
+	struct stall_proxy px;
+	struct kd_keypair ka = {0}, kb = {0};
+	struct kd_client_msg m;
+	char w[64];
+	static uint8_t big[DERP_MAX_PACKET];
+	(void)state;
+
+	node_start(&n1, 0, kMeshKey);
+	node_start(&n2, 0, kMeshKey);
+	proxy_start(&px, n2.ts.port);
+	mesh_with_port(w, sizeof(w), px.port);
+	node_mesh(&n1, w, kMeshKey, NULL);
+	mesh_with_port(w, sizeof(w), n1.ts.port);
+	node_mesh(&n2, w, kMeshKey, NULL);
+	struct kd_client *a = tc_login(&n1.ts, &ka, NULL);
+	struct kd_client *b = tc_login(&n2.ts, &kb, NULL);
+	assert_true(wait_metric(&n1, "derp_clients_remote", 1, 5000));
+	assert_true(wait_metric(&n2, "derp_clients_remote", 1, 5000));
+	send_and_check(a, &ka, b, &kb, 100);
+	/* A receives from B, so A is told when B leaves the region */
+	send_and_check(b, &kb, a, &ka, 100);
+	px.frozen = 1;
+	memset(big, 0x5a, sizeof(big));
+	uint64_t t0 = kd_now_ms();
+	long long full = 0;
+	for (int i = 0; i < 2000 && full == 0; i++) {
+		int err = kd_client_send_packet(a, kb.pub, big, sizeof(big));
+		if (err == -ENOBUFS) {
+			err = kd_client_flush_wait(a, 3000);
+			if (err)
+				printf("# i=%d after %llu ms: %s; drops %lld %lld\n", i, (unsigned long long)(kd_now_ms() - t0), strerror(-err),
+				       mesh_metric(n1.mesh, "kderp_mesh_forward_drops_total{reason=\"queue_full\"}"),
+				       mesh_metric(n1.mesh, "kderp_mesh_forwarded_packets_total"));
+			assert_int_equal(err, 0);
+		}
+		else
+			assert_int_equal(err, 0);
+		if (i % 16 == 0)
+			full = mesh_metric(n1.mesh, "kderp_mesh_forward_drops_total{reason=\"queue_full\"}");
+	}
+	assert_int_equal(kd_client_flush_wait(a, 3000), 0);
+	for (int i = 0; i < 100 && !full; i++) {
+		usleep(20000);
+		full = mesh_metric(n1.mesh, "kderp_mesh_forward_drops_total{reason=\"queue_full\"}");
+	}
+	assert_true(full > 0);
+	/* the workers never waited on the mesh: node 1 answers at once */
+	uint64_t t1 = kd_now_ms();
+	assert_true(tc_alive(a));
+	assert_true(kd_now_ms() - t1 < 500);
+	/* 5 s without progress closes the link; A hears that B left the region */
+	assert_int_equal(tc_recv_type(a, DERP_FRAME_PEER_GONE, &m, 8000), 0);
+	assert_memory_equal(m.key, kb.pub, 32);
+	uint64_t closed = kd_now_ms() - t0;
+	printf("# stalled link closed after %llu ms\n", (unsigned long long)closed);
+	assert_true(closed >= KD_MESH_WRITE_STALL_MS - 500);
+	assert_true(mesh_metric(n1.mesh, "kderp_mesh_forward_drops_total{reason=\"write_timeout\"}") > 0);
+	assert_int_equal(kd_mesh_peers_up(n1.mesh), 0);
+	assert_true(wait_metric(&n1, "derp_clients_remote", 0, 1000));
+	kd_client_close(a);
+	kd_client_close(b);
+	node_stop(&n1);
+	proxy_stop(&px);
+	node_stop(&n2);
+}
+
 static void test_bad_lists_refused(void **state)
 {
 	struct node n1;
@@ -357,6 +508,7 @@ int main(void)
 		cmocka_unit_test(test_wrong_mesh_key_gets_no_watch),
 		cmocka_unit_test(test_self_is_ignored),
 		cmocka_unit_test(test_tls_peers),
+		cmocka_unit_test(test_stalled_peer_bounded_and_closed),
 		cmocka_unit_test(test_bad_lists_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
