@@ -314,6 +314,20 @@ int main(int argc, char **argv)
 				  : "--mesh-with requires --mesh-psk-file");
 		return 1;
 	}
+	if (*g_opts.mesh_with) {
+		/* a bad list is a flag error: refuse before binding anything */
+		static struct kd_mesh_target targets[KD_MESH_MAX_PEERS];
+		size_t n;
+		err = kd_mesh_parse_list(g_opts.mesh_with, targets, KD_MESH_MAX_PEERS, &n);
+		if (err) {
+			if (err == -E2BIG)
+				pr_err("-mesh-with: more than %d peers", KD_MESH_MAX_PEERS);
+			else
+				pr_err("-mesh-with \"%s\": entry %zu is not host[:port][/dialhost] or http(s)://host[:port]",
+				       g_opts.mesh_with, n + 1);
+			return 2;
+		}
+	}
 
 	/* STUN first, like the reference, but a bind failure is fatal here */
 	char host[256];
