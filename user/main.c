@@ -18,6 +18,7 @@
 #include "keyfile.h"
 #include "log.h"
 #include "loop.h"
+#include "mesh.h"
 #include "server.h"
 #include "server_internal.h"
 #include "stun_server.h"
@@ -26,10 +27,10 @@
 
 
 struct opts {
-	bool dev, version, derp, stun, verbose, verify_clients, ace, verify_fail_open;
+	bool dev, version, derp, stun, verbose, verify_clients, ace, verify_fail_open, mesh_insecure;
 	const char *addr, *key_file, *hostname, *certmode, *certdir, *home, *mesh_psk_file, *mesh_with;
 	const char *verify_client_url, *rate_config, *stun_xdp, *offload, *bootstrap_dns, *unpub_dns;
-	const char *secrets_url, *stun_xdp_mode, *tls_max;
+	const char *secrets_url, *stun_xdp_mode, *tls_max, *mesh_ca_file;
 	int http_port, stun_port, workers, accept_burst, queue_depth;
 	double accept_limit;
 	unsigned tcp_keepalive_ms, tcp_user_timeout_ms, tcp_write_timeout_ms;
@@ -46,6 +47,7 @@ static struct opts g_opts = {
 	.home = "",
 	.mesh_psk_file = "",
 	.mesh_with = "",
+	.mesh_ca_file = "",
 	.verify_client_url = "",
 	.rate_config = "",
 	.stun_xdp = "",
@@ -79,7 +81,9 @@ static struct kd_flag g_flags[] = {
 	{"derp", KD_FLAG_BOOL, &g_opts.derp, "whether to serve /derp (false keeps STUN and probes during decommissioning)", false},
 	{"home", KD_FLAG_STRING, &g_opts.home, "home page: \"\" default, \"blank\", or an http(s) URL to redirect to", false},
 	{"mesh-psk-file", KD_FLAG_STRING, &g_opts.mesh_psk_file, "file with the 64-hex-digit mesh key", false},
-	{"mesh-with", KD_FLAG_STRING, &g_opts.mesh_with, "comma-separated mesh peers (not supported yet)", false},
+	{"mesh-with", KD_FLAG_STRING, &g_opts.mesh_with, "comma-separated hosts of the region to mesh with: host, host:port, host/dialhost; kderp adds http://host:port for plain-HTTP peers on trusted networks", false},
+	{"mesh-ca-file", KD_FLAG_STRING, &g_opts.mesh_ca_file, "kderp: CA bundle (PEM) to verify https mesh peers with instead of the system roots", false},
+	{"mesh-insecure", KD_FLAG_BOOL, &g_opts.mesh_insecure, "kderp: do not verify the certificates of https mesh peers", false},
 	{"secrets-url", KD_FLAG_STRING, &g_opts.secrets_url, "setec secrets service (not supported)", false},
 	{"verify-clients", KD_FLAG_BOOL, &g_opts.verify_clients, "admission via local tailscaled (not supported yet)", false},
 	{"verify-client-url", KD_FLAG_STRING, &g_opts.verify_client_url, "admission webhook URL: POST {\"NodePublic\",\"Source\"}, expects {\"Allow\":true}", false},
@@ -114,7 +118,7 @@ static bool flag_set(const char *name)
 /* A flag whose feature is missing must not look like it works. */
 static int refuse_unsupported(void)
 {
-	static const char *const missing[] = {"mesh-with", "secrets-url", "verify-clients",
+	static const char *const missing[] = {"secrets-url", "verify-clients",
 					      "rate-config", "bootstrap-dns-names",
 					      "unpublished-bootstrap-dns-names", "ace"};
 	for (size_t i = 0; i < sizeof(missing) / sizeof(missing[0]); i++) {
@@ -200,6 +204,7 @@ static void host_of(const char *addr, char *out, size_t cap)
 struct stun_planes {
 	struct kd_stun_server *srv;
 	struct kd_stun_xdp *xdp;
+	struct kd_mesh *mesh; /* set after the server starts: atomic */
 };
 
 static int stun_metrics(void *arg, char *out, size_t cap)
@@ -214,6 +219,13 @@ static int stun_metrics(void *arg, char *out, size_t cap)
 	}
 	if (p->xdp) {
 		m = kd_stun_xdp_metrics(p->xdp, out + n, cap - (size_t)n);
+		if (m < 0)
+			return m;
+		n += m;
+	}
+	struct kd_mesh *mesh = __atomic_load_n(&p->mesh, __ATOMIC_ACQUIRE);
+	if (mesh) {
+		m = kd_mesh_metrics(mesh, out + n, cap - (size_t)n);
 		if (m < 0)
 			return m;
 		n += m;
@@ -308,6 +320,25 @@ int main(int argc, char **argv)
 		return 2;
 	if (load_identity(&cfg) != 0 || load_mesh_key(&cfg) != 0)
 		return 1;
+	if (*g_opts.mesh_with && !cfg.has_mesh_key) {
+		pr_err(g_opts.dev ? "--mesh-with requires TAILSCALE_DERPER_MESH_KEY in -dev"
+				  : "--mesh-with requires --mesh-psk-file");
+		return 1;
+	}
+	if (*g_opts.mesh_with) {
+		/* a bad list is a flag error: refuse before binding anything */
+		static struct kd_mesh_target targets[KD_MESH_MAX_PEERS];
+		size_t n;
+		err = kd_mesh_parse_list(g_opts.mesh_with, targets, KD_MESH_MAX_PEERS, &n);
+		if (err) {
+			if (err == -E2BIG)
+				pr_err("-mesh-with: more than %d peers", KD_MESH_MAX_PEERS);
+			else
+				pr_err("-mesh-with \"%s\": entry %zu is not host[:port][/dialhost] or http(s)://host[:port]",
+				       g_opts.mesh_with, n + 1);
+			return 2;
+		}
+	}
 
 	/* STUN first, like the reference, but a bind failure is fatal here */
 	char host[256];
@@ -348,7 +379,7 @@ int main(int argc, char **argv)
 		kd_stun_server_close(stun);
 		return 1;
 	}
-	if (stun)
+	if (stun || *g_opts.mesh_with)
 		kd_server_set_extra_metrics(srv, stun_metrics, &planes);
 
 	sigset_t sigs;
@@ -365,6 +396,23 @@ int main(int argc, char **argv)
 		kd_stun_xdp_detach(planes.xdp);
 		kd_stun_server_close(stun);
 		return 1;
+	}
+	if (*g_opts.mesh_with) {
+		struct kd_mesh_opts mo = {
+			.mesh_with = g_opts.mesh_with,
+			.mesh_key = cfg.mesh_key,
+			.self_hostname = g_opts.hostname,
+			.ca_file = *g_opts.mesh_ca_file ? g_opts.mesh_ca_file : NULL,
+			.insecure = g_opts.mesh_insecure,
+		};
+		struct kd_mesh *mesh = NULL;
+		if (kd_mesh_start(&mesh, srv, &mo) != 0) {
+			kd_server_free(srv);
+			kd_stun_xdp_detach(planes.xdp);
+			kd_stun_server_close(stun);
+			return 1;
+		}
+		__atomic_store_n(&planes.mesh, mesh, __ATOMIC_RELEASE);
 	}
 	char pubhex[KD_KEY_HEX_LEN + 1];
 	kd_hex_encode(pubhex, cfg.keys.pub, DERP_KEY_LEN);
@@ -406,6 +454,9 @@ int main(int argc, char **argv)
 			}
 		}
 	}
+	/* workers may be inside a mesh forwarder until they are joined */
+	kd_server_stop(srv);
+	kd_mesh_stop(planes.mesh);
 	kd_server_free(srv);
 	/* never leave an XDP program on an interface behind */
 	kd_stun_xdp_detach(planes.xdp);

@@ -651,11 +651,12 @@ static void test_kderpd_mesh(void **state)
 					"--timeout", "3000", NULL},
 			     NULL, out, sizeof(out), 10000),
 			 3);
+	/* a key connected nowhere: close-peer says so with exit code 1 */
 	assert_int_equal(run((char *[]){kderpctl, "close-peer", url,
 					"nodekey:ce8d3ad1ccb633ec7b70c17814a5c76ecd029685050d344745ba05870e587d59",
 					"--mesh-key-file", keyfile, NULL},
 			     NULL, out, sizeof(out), 10000),
-			 0);
+			 1);
 	assert_int_equal(run((char *[]){kderpctl, "close-peer", url,
 					"nodekey:ce8d3ad1ccb633ec7b70c17814a5c76ecd029685050d344745ba05870e587d59",
 					"--mesh-key-file", badfile, NULL},

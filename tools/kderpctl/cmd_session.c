@@ -384,38 +384,3 @@ int do_watch(int argc, char **argv)
 	return err == -ETIMEDOUT && o.count && got < o.count ? CTL_FAIL : ctl_exit_for(err == -ETIMEDOUT ? 0 : err);
 }
 
-int do_close_peer(int argc, char **argv)
-{
-	struct ctl_opts o;
-	struct kd_client *c;
-	struct kd_client_msg m;
-	uint8_t key[32];
-	int err = ctl_parse(argc, argv, &o);
-
-	if (err)
-		return err;
-	if (o.npos != 2 || !o.have_mesh_key || kd_key_parse_public(key, o.pos[1])) {
-		fprintf(stderr, "usage: kderpctl close-peer URL nodekey:HEX --mesh-key-file F\n");
-		return CTL_USAGE;
-	}
-	err = login(&c, &o, o.pos[0], "close-peer");
-	if (err)
-		return ctl_exit_for(err);
-	err = kd_client_close_peer(c, key);
-	if (!err)
-		err = kd_client_flush_wait(c, o.timeout_ms);
-	/* No reply frame exists; a server that refuses closes us, so give it a
-	 * moment to do so before reporting success. */
-	while (!err) {
-		err = kd_client_recv(c, &m, 300);
-	}
-	kd_client_close(c);
-	if (err == -ETIMEDOUT) {
-		if (o.json)
-			printf("{\"ok\":true}\n");
-		return CTL_OK;
-	}
-	fprintf(stderr, "kderpctl close-peer: %s\n",
-		err == -EPIPE ? "server closed the connection (no mesh permission?)" : strerror(-err));
-	return err == -EPIPE ? CTL_REFUSED : ctl_exit_for(err);
-}

@@ -43,7 +43,6 @@ int do_send(int argc, char **argv);
 int do_recv(int argc, char **argv);
 int do_echo(int argc, char **argv);
 int do_watch(int argc, char **argv);
-int do_close_peer(int argc, char **argv);
 int do_derpmap(int argc, char **argv);
 int do_genkey(int argc, char **argv);
 int do_pubkey(int argc, char **argv);

@@ -16,6 +16,7 @@
 #include "log.h"
 
 #include "cmd_admission.h"
+#include "cmd_mesh.h"
 #include "cmd_stun.h"
 
 static const struct cmd {
@@ -28,7 +29,7 @@ static const struct cmd {
 	{"recv", do_recv, "URL [--count N]          print received packets"},
 	{"echo", do_echo, "URL [--count N]          send every packet back to its sender"},
 	{"watch", do_watch, "URL --mesh-key-file F    PeerPresent/PeerGone stream"},
-	{"close-peer", do_close_peer, "URL KEY --mesh-key-file F  disconnect a peer"},
+	{"close-peer", do_close_peer, "URL[,URL...] KEY --mesh-key-file F  close KEY on the node holding it"},
 	{"derpmap", do_derpmap, "FILE [--http]            latency to every node, pick a region"},
 	{"stun", do_stun, "HOST[:PORT] [-4|-6]      STUN binding request: mapped address, RTT"},
 	{"admission", do_admission, "URL NODEKEY [IP]         ask an admission webhook as kderpd would"},
