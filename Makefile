@@ -156,14 +156,16 @@ check: test
 
 # --- kernel matrix under QEMU: tests/vm/*.c make one probe run in each VM ---
 VM_SRCS := $(wildcard tests/vm/*.c)
-VM_BINS := $(BUILD)/vm/ktls_probe $(BUILD)/tests/integ/test_tls_relay $(BUILD)/tests/integ/test_relay
+VM_BINS := $(BUILD)/vm/ktls_probe $(BUILD)/tests/integ/test_tls_relay $(BUILD)/tests/integ/test_relay \
+	$(BUILD)/tests/integ/test_sockmap $(BUILD)/tests/integ/test_offload_e2e
 $(BUILD)/vm/ktls_probe: $(VM_SRCS:%.c=$(BUILD)/%.o) $(LIB)
 	@mkdir -p $(@D)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $^ $(LDLIBS) -o $@
 
 VM_TESTS := ktls:$(BUILD)/vm/ktls_probe:ktls. sockmap_ktls:$(BUILD)/vm/ktls_probe:sockmap_ktls. \
-	tls_relay:$(BUILD)/tests/integ/test_tls_relay relay:$(BUILD)/tests/integ/test_relay
+	tls_relay:$(BUILD)/tests/integ/test_tls_relay relay:$(BUILD)/tests/integ/test_relay \
+	sockmap:$(BUILD)/tests/integ/test_sockmap offload:$(BUILD)/tests/integ/test_offload_e2e
 test-vm: $(VM_BINS)
 	$(Q)tests/vm/run.sh $(VM_TESTS)
 
