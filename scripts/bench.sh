@@ -68,6 +68,9 @@ for rate in 1g 2g; do
 	row "1400B x10 paced $rate" "$r"
 done
 
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$kd/status"; }
+echo "relay RSS after the loads: $(rss_kib) KiB"
+
 # RTT: idle, then under ~50% of the unpaced 1400 B x10 relay rate
 idle=$(run latency_idle --pairs 0 --latency --size 1400 --baseline)
 half=$(python3 -c 'import json,sys
@@ -86,7 +89,15 @@ for l in idle loaded; do
 done
 
 
-# memory per idle connected client, from the relay's own RSS
+# memory per idle connected client, from a fresh relay's own RSS (the one
+# above has been through every load and keeps its allocator's high water)
+kill $kd 2>/dev/null; wait $kd 2>/dev/null
+"$build/kderpd" -dev -a "127.0.0.1:$port" -stun=false 2>>"$out/kderpd.log" &
+kd=$!
+for _ in $(seq 50); do
+	"$build/kderpctl" probe "$url" --timeout 500 >/dev/null 2>&1 && break
+	sleep 0.1
+done
 idle_n=${KD_BENCH_IDLE:-10000}
 rss() { awk '/VmRSS/ {print $2}' "/proc/$kd/status"; }
 before=$(rss)

@@ -196,6 +196,8 @@ void kd_worker_post(struct kd_worker *from, struct kd_conn *dst, struct kd_pkt *
 		kd_conn_ref(dst);
 		pthread_mutex_lock(&to->inbox_lock);
 		int err = msgvec_push(&to->inbox, m);
+		if (!err)
+			__atomic_add_fetch(&to->inbox_backlog, 1, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&to->inbox_lock);
 		if (err) {
 			free(p);
@@ -206,6 +208,12 @@ void kd_worker_post(struct kd_worker *from, struct kd_conn *dst, struct kd_pkt *
 		return;
 	}
 	struct kd_msgvec *ob = &from->outbox[dst->w->idx];
+	if (op == KD_MSG_PACKET &&
+	    __atomic_load_n(&dst->w->inbox_backlog, __ATOMIC_RELAXED) + ob->len >= KD_INBOX_MAX) {
+		kd_count_drop(from, DERP_DROP_QUEUE_TAIL, p);
+		kd_pkt_free(from, p);
+		return;
+	}
 	bool share = ob->len && ob->v[ob->len - 1].dst == dst && ob->v[ob->len - 1].owns_ref;
 	if (msgvec_push(ob, m) != 0) {
 		if (op == KD_MSG_PACKET)
@@ -233,6 +241,7 @@ void kd_worker_send_outbox(struct kd_worker *w)
 		bool was_empty;
 		pthread_mutex_lock(&to->inbox_lock);
 		was_empty = to->inbox.len == 0;
+		__atomic_add_fetch(&to->inbox_backlog, ob->len, __ATOMIC_RELAXED);
 		if (was_empty && to->inbox.cap < ob->cap) {
 			/* swap whole vectors: no copy on the common path */
 			struct kd_msgvec tmp = to->inbox;
@@ -248,6 +257,7 @@ void kd_worker_send_outbox(struct kd_worker *w)
 					if (ob->v[k].op == KD_MSG_PACKET)
 						kd_count_drop(w, DERP_DROP_QUEUE_TAIL, ob->v[k].pkt);
 					free(ob->v[k].pkt);
+					__atomic_sub_fetch(&to->inbox_backlog, 1, __ATOMIC_RELAXED);
 				}
 			}
 			ob->len = 0;
@@ -274,6 +284,7 @@ void kd_worker_drain_inbox(void *arg)
 		}
 		for (size_t i = 0; i < v.len; i++)
 			handle_msg(w, &v.v[i]);
+		__atomic_sub_fetch(&w->inbox_backlog, v.len, __ATOMIC_RELAXED);
 		v.len = 0;
 		w->inbox_spare = v;
 	}
@@ -449,7 +460,14 @@ static void send_not_here(struct kd_conn *c, const uint8_t dst[static DERP_KEY_L
  * been full for so long that it is stalled: then the queue head-drops. */
 static void note_congestion(struct kd_conn *from, struct kd_conn *d)
 {
-	if (!__atomic_load_n(&d->congested, __ATOMIC_ACQUIRE) || from->can_mesh)
+	if (from->can_mesh)
+		return;
+	/* the destination's worker is behind: slow the sender down */
+	if (d->w != from->w && __atomic_load_n(&d->w->inbox_backlog, __ATOMIC_RELAXED) >= KD_INBOX_MAX / 2) {
+		from->pause_after_frame = true;
+		return;
+	}
+	if (!__atomic_load_n(&d->congested, __ATOMIC_ACQUIRE))
 		return;
 	uint64_t since = __atomic_load_n(&d->congested_since_ms, __ATOMIC_RELAXED);
 	if (kd_loop_now(from->w->loop) - since < KD_CONGESTION_PATIENCE_MS)

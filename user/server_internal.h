@@ -245,6 +245,7 @@ struct kd_worker {
 	/* messages for this worker from others */
 	pthread_mutex_t inbox_lock;
 	struct kd_msgvec inbox;
+	size_t inbox_backlog;     /* atomic: messages handed over, not yet handled */
 	struct kd_msgvec inbox_spare;  /* swapped with inbox to drain without the lock */
 	struct kd_counters ctr;
 	bool stopping;
@@ -344,6 +345,10 @@ void kd_conn_try_offload(struct kd_conn *c);
  * destination may stay congested before senders stop waiting for it and
  * its queue head-drops as the reference's does. */
 #define KD_PAUSE_MS 1
+/* Messages a worker may have waiting from the others: beyond it packets
+ * are dropped (queue_tail) and their senders paused, so a busy worker's
+ * inbox cannot grow without bound. */
+#define KD_INBOX_MAX 16384
 #define KD_CONGESTION_PATIENCE_MS 50
 
 /* derp_conn.c */
