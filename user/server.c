@@ -327,7 +327,7 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 			.certdir = cfg->certdir,
 			.hostname = cfg->hostname,
 			.server_pub = cfg->keys.pub,
-			.ktls = true,
+			.ktls = !cfg->no_ktls,
 		};
 		to.max_version = cfg->tls_max_version;
 		err = kd_tls_server_ctx_new(&s->tls, &to);

@@ -29,6 +29,7 @@ struct kd_server_config {
 	const char *certmode, *certdir, *hostname;
 	int http_port;               /* plaintext :80 listener next to TLS, -1 = off */
 	int tls_max_version;         /* 0 = TLS 1.3; TLS1_2_VERSION gets kTLS RX with OpenSSL 3.0 */
+	bool no_ktls;                /* keep the TLS crypto in OpenSSL (benchmarks) */
 	/* admission webhook (spec §7.10b); NULL = everyone admitted */
 	const char *verify_client_url;
 	bool verify_fail_open;       /* kderp default false (derper: true) */
