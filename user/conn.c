@@ -714,15 +714,18 @@ static void http_step(struct kd_conn *c)
 		kd_derp_on_upgrade(c);
 		return;
 	case KD_HTTP_VARZ:
-	case KD_HTTP_DEBUG_VARS: {
+	case KD_HTTP_DEBUG_VARS:
+	case KD_HTTP_DEBUG_CLIENTS: {
 		char *body = NULL;
 		size_t blen = 0;
-		int err = res.action == KD_HTTP_VARZ ? kd_metrics_render(s, &body, &blen)
-						     : kd_metrics_render_json(s, &body, &blen);
+		int err = res.action == KD_HTTP_VARZ	   ? kd_metrics_render(s, &body, &blen)
+			  : res.action == KD_HTTP_DEBUG_VARS ? kd_metrics_render_json(s, &body, &blen)
+							     : kd_registry_dump(s, &body, &blen);
 		char *resp = err ? NULL : malloc(blen + 1024);
 		if (resp && kd_http_format_reply(&req, &res, resp, blen + 1024, &out_len, 200,
 						 res.action == KD_HTTP_VARZ ? "text/plain; version=0.0.4; charset=utf-8"
-									    : "application/json",
+						 : res.action == KD_HTTP_DEBUG_CLIENTS ? "application/x-ndjson"
+											: "application/json",
 						 KD_HTTP_DEBUG_BROWSER_HEADERS, body, blen) == 0)
 			respond(c, resp, out_len, res.keep_alive);
 		else

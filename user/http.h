@@ -74,6 +74,7 @@ enum kd_http_action {
 	KD_HTTP_DEBUG_INDEX,       /* caller renders the /debug/ html */
 	KD_HTTP_DEBUG_VARS,        /* caller renders expvar JSON (/debug/vars) */
 	KD_HTTP_DEBUG_CHECK,       /* caller runs the consistency check (/debug/check) */
+	KD_HTTP_DEBUG_CLIENTS,     /* caller lists its clients (/debug/clients, kderp's own) */
 };
 
 struct kd_http_route_opts {

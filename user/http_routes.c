@@ -272,6 +272,8 @@ static int route_debug(struct route_ctx *c)
 		c->res->action = KD_HTTP_DEBUG_VARS;
 	else if (path_is(c->req, "/debug/check"))
 		c->res->action = KD_HTTP_DEBUG_CHECK;
+	else if (path_is(c->req, "/debug/clients"))
+		c->res->action = KD_HTTP_DEBUG_CLIENTS;
 	else
 		return error_reply(c, 404, "404 page not found\n", NULL);
 	return 0;

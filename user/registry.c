@@ -489,3 +489,48 @@ bool kd_registry_check(struct kd_server *s, char *problems, size_t cap)
 	kd_reg_wrunlock(s);
 	return used == 0;
 }
+
+/* /debug/clients: one JSON object per line per connection. Read under the
+ * write lock: the fields are owned by other workers, and a snapshot that
+ * is a few packets stale is all an operator needs. */
+int kd_registry_dump(struct kd_server *s, char **out, size_t *len)
+{
+	const uint8_t *k;
+	void *v;
+	size_t cap = 4096, n = 0;
+	char *buf = malloc(cap);
+	uint64_t now = kd_now_ms();
+
+	if (!buf)
+		return -ENOMEM;
+	kd_reg_wrlock(s);
+	for (size_t i = 0; (i = kd_keymap_next(&s->reg, i, &k, &v)) != 0;) {
+		struct kd_client_set *set = v;
+		for (uint32_t j = 0; j < set->n; j++) {
+			struct kd_conn *c = set->conns[j];
+			char nk[KD_NODEKEY_STR_LEN];
+			kd_key_nodekey_str(nk, k);
+			if (cap - n < 512) {
+				char *nb = realloc(buf, cap * 2);
+				if (!nb)
+					break;
+				buf = nb;
+				cap *= 2;
+			}
+			n += (size_t)snprintf(buf + n, cap - n,
+					      "{\"key\":\"%s\",\"addr\":\"%s\",\"age_s\":%llu,\"active\":%s,"
+					      "\"dup\":%s,\"preferred\":%s,\"mesh\":%s,\"watcher\":%s,\"prober\":%s,"
+					      "\"transport\":\"%s\",\"plane\":\"%s\",\"worker\":%d}\n",
+					      nk, c->peer_str, (unsigned long long)((now - c->connected_ms) / 1000),
+					      set->active == c ? "true" : "false", c->is_dup ? "true" : "false",
+					      c->preferred ? "true" : "false", c->can_mesh ? "true" : "false",
+					      c->is_watcher ? "true" : "false", c->is_prober ? "true" : "false",
+					      c->ssl ? "tls" : c->ws ? "websocket" : "tcp",
+					      c->offloaded ? "kernel" : "userspace", c->w->idx);
+		}
+	}
+	kd_reg_wrunlock(s);
+	*out = buf;
+	*len = n;
+	return 0;
+}

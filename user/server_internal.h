@@ -388,6 +388,8 @@ void kd_registry_watch(struct kd_conn *c);
 void kd_registry_close_peer(struct kd_conn *c, const uint8_t key[static DERP_KEY_LEN]);
 /* /debug/check: registry invariants; false with the problems joined by ", " */
 bool kd_registry_check(struct kd_server *s, char *problems, size_t cap);
+/* /debug/clients: one JSON line per connection, malloc'd. */
+int kd_registry_dump(struct kd_server *s, char **out, size_t *len);
 
 /* metrics.c */
 int kd_metrics_render(struct kd_server *s, char **out, size_t *len);

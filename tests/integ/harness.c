@@ -199,3 +199,33 @@ long long ts_metric(struct ts_server *ts, const char *name)
 	free(text);
 	return v;
 }
+
+char *ts_http_get(struct ts_server *ts, const char *path)
+{
+	char req[512];
+	int fd = ts_connect(ts->port);
+	size_t cap = 1 << 16, len = 0;
+	char *buf;
+
+	if (fd < 0)
+		return NULL;
+	int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n", path);
+	buf = malloc(cap);
+	if (!buf || ts_write_all(fd, req, (size_t)n) != 0) {
+		free(buf);
+		close(fd);
+		return NULL;
+	}
+	for (;;) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		if (poll(&pfd, 1, 3000) <= 0 || len + 1 >= cap)
+			break;
+		ssize_t r = recv(fd, buf + len, cap - len - 1, 0);
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+	}
+	buf[len] = '\0';
+	close(fd);
+	return buf;
+}

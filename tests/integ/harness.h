@@ -32,6 +32,9 @@ int ts_hex_decode(const char *hex, size_t hexlen, uint8_t **out, size_t *n);
 char *ts_read_file(const char *path, size_t *len);
 /* tests/vectors, found from the working directory or KD_VECTORS_DIR */
 const char *ts_vectors_dir(void);
+/* GET path over plain HTTP on the server's port; the whole response,
+ * malloc'd and NUL-terminated, or NULL. */
+char *ts_http_get(struct ts_server *ts, const char *path);
 /* Reads the named metric (exact text before the value) from /debug/varz via the in-process renderer. */
 long long ts_metric(struct ts_server *ts, const char *name);
 

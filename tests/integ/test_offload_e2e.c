@@ -167,6 +167,12 @@ static void test_unknown_dest_passes_to_userspace(void **state)
 	assert_memory_equal(m.key, nobody, 32);
 	assert_int_equal(m.reason, DERP_PEER_GONE_NOT_HERE);
 	assert_true(ts_metric(&ts, "kderp_offload_frames_total{reason=\"passed_unknown_dest\"}") >= 1);
+	/* the operator's view: this flow is on the kernel plane */
+	char *page = ts_http_get(&ts, "/debug/clients");
+	assert_non_null(page);
+	assert_non_null(strstr(page, "HTTP/1.1 200 "));
+	assert_non_null(strstr(page, "\"plane\":\"kernel\""));
+	free(page);
 	kd_client_close(a);
 	ts_stop(&ts);
 }

@@ -65,6 +65,15 @@ static void test_relay_both_ways(void **state)
 	metric_eq(&ts, "derp_bytes_received", 7 + DERP_MAX_PACKET);
 	metric_eq(&ts, "derp_current_connections", 2);
 	metric_eq(&ts, "derp_clients_local", 2);
+	/* /debug/clients lists both, relayed in userspace over plain TCP */
+	char *page = ts_http_get(&ts, "/debug/clients"), nk[KD_NODEKEY_STR_LEN];
+	assert_non_null(page);
+	kd_key_nodekey_str(nk, ka.pub);
+	assert_non_null(strstr(page, nk));
+	kd_key_nodekey_str(nk, kb.pub);
+	assert_non_null(strstr(page, nk));
+	assert_non_null(strstr(page, "\"transport\":\"tcp\",\"plane\":\"userspace\""));
+	free(page);
 	kd_client_close(a);
 	kd_client_close(b);
 	metric_eq(&ts, "derp_current_connections", 0);

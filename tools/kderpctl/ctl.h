@@ -39,6 +39,7 @@ int ctl_parse_private(uint8_t priv[32], const char *s);
 void ctl_print_json_str(const uint8_t *s, size_t n);
 
 int do_probe(int argc, char **argv);
+int do_clients(int argc, char **argv);
 int do_send(int argc, char **argv);
 int do_recv(int argc, char **argv);
 int do_echo(int argc, char **argv);

@@ -32,6 +32,7 @@ static const struct cmd {
 	{"close-peer", do_close_peer, "URL[,URL...] KEY --mesh-key-file F  close KEY on the node holding it"},
 	{"derpmap", do_derpmap, "FILE [--http]            latency to every node, pick a region"},
 	{"stun", do_stun, "HOST[:PORT] [-4|-6]      STUN binding request: mapped address, RTT"},
+	{"clients", do_clients, "http://HOST:PORT          connections and their plane (kernel/userspace)"},
 	{"admission", do_admission, "URL NODEKEY [IP]         ask an admission webhook as kderpd would"},
 	{"genkey", do_genkey, "                         print a new privkey:<hex>"},
 	{"pubkey", do_pubkey, "                         privkey on stdin -> nodekey:<hex>"},
