@@ -120,7 +120,9 @@ struct kd_conn *kd_conn_new(struct kd_worker *w, int fd, const struct sockaddr_s
 	for (int k = 0; k < DERP_KIND_MAX; k++)
 		c->q[k].cap = s->cfg.queue_depth;
 	if (tls) {
-		c->ssl = SSL_new(s->tls);
+		pthread_mutex_lock(&s->reload_lock);
+		c->ssl = SSL_new(s->tls); /* holds its own reference to the context */
+		pthread_mutex_unlock(&s->reload_lock);
 		if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
 			SSL_free(c->ssl);
 			free(c);

@@ -380,8 +380,10 @@ static int on_client_info(struct kd_conn *c, const uint8_t *p, uint32_t len)
 	memcpy(c->key, p, DERP_KEY_LEN);
 	c->can_ack_pings = ci.can_ack_pings;
 	c->is_prober = ci.is_prober;
+	pthread_mutex_lock(&s->reload_lock);
 	c->can_mesh = ci.has_mesh_key && s->cfg.has_mesh_key &&
 		      sodium_memcmp(ci.mesh_key, s->cfg.mesh_key, DERP_KEY_LEN) == 0;
+	pthread_mutex_unlock(&s->reload_lock);
 	sodium_memzero(&ci.mesh_key, sizeof(ci.mesh_key));
 
 	/* mesh peers are not tailnet members: never sent to admission (spec §7.10) */

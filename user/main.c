@@ -446,7 +446,10 @@ int main(int argc, char **argv)
 			struct signalfd_siginfo si;
 			while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
 				if (si.ssi_signo == SIGHUP) {
-					pr_info("SIGHUP: nothing to reload in this build");
+					struct kd_server_config fresh = cfg;
+					bool mesh = *g_opts.mesh_psk_file && !g_opts.dev && load_mesh_key(&fresh) == 0;
+					kd_server_reload(srv, mesh ? fresh.mesh_key : NULL);
+					sodium_memzero(&fresh, sizeof(fresh));
 					continue;
 				}
 				pr_info("signal %u: sending Restarting to clients and shutting down", si.ssi_signo);

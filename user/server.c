@@ -297,6 +297,7 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 	s->start_ms = kd_now_ms();
 	s->debug_key = load_debug_key();
 	pthread_mutex_init(&s->accept_lock, NULL);
+	pthread_mutex_init(&s->reload_lock, NULL);
 	kd_keymap_init(&s->reg);
 	kd_keymap_init(&s->subs);
 	kd_keymap_init(&s->fwd);
@@ -457,6 +458,43 @@ int kd_server_port(const struct kd_server *s)
 	return s->port;
 }
 
+int kd_server_reload(struct kd_server *s, const uint8_t *mesh_key)
+{
+	int err = 0;
+	SSL_CTX *fresh = NULL, *old = NULL;
+
+	if (s->tls) {
+		struct kd_tls_server_opts to = {
+			.certmode = s->cfg.certmode,
+			.certdir = s->cfg.certdir,
+			.hostname = s->cfg.hostname,
+			.server_pub = s->cfg.keys.pub,
+			.ktls = !s->cfg.no_ktls,
+			.max_version = s->cfg.tls_max_version,
+		};
+		/* a broken new certificate keeps the old one serving */
+		err = kd_tls_server_ctx_new(&fresh, &to);
+		if (err)
+			pr_err("reload: certificates unchanged: %s", strerror(-err));
+	}
+	pthread_mutex_lock(&s->reload_lock);
+	if (fresh) {
+		old = s->tls;
+		s->tls = fresh;
+	}
+	if (mesh_key) {
+		memcpy(s->cfg.mesh_key, mesh_key, DERP_KEY_LEN);
+		s->cfg.has_mesh_key = !sodium_is_zero(mesh_key, DERP_KEY_LEN);
+	}
+	pthread_mutex_unlock(&s->reload_lock);
+	kd_tls_ctx_free(old); /* live connections keep their own references */
+	if (fresh)
+		pr_info("reload: new TLS connections use the certificates re-read from disk");
+	if (mesh_key)
+		pr_info("reload: mesh key replaced (%s)", s->cfg.has_mesh_key ? "set" : "none");
+	return err;
+}
+
 int kd_server_port80(const struct kd_server *s)
 {
 	return s->listen80_fd >= 0 ? s->port80 : -1;
@@ -560,6 +598,7 @@ void kd_server_free(struct kd_server *s)
 	if (s->listen80_fd >= 0)
 		close(s->listen80_fd);
 	kd_tls_ctx_free(s->tls);
+	pthread_mutex_destroy(&s->reload_lock);
 	kd_offload_close(s->offload);
 	pthread_mutex_destroy(&s->offload_lock);
 	free(s->debug_key);

@@ -74,6 +74,10 @@ void kd_server_stop(struct kd_server *s);
 void kd_server_free(struct kd_server *s);
 /* The bound TCP port of the main listener (useful with port 0). */
 int kd_server_port(const struct kd_server *s);
+/* SIGHUP: re-reads the TLS certificates for new connections and, when
+ * mesh_key is not NULL, replaces the mesh key; connections stay up. A
+ * certificate that fails to load leaves the old one serving (-errno). */
+int kd_server_reload(struct kd_server *s, const uint8_t *mesh_key);
 /* The plaintext port-80 listener next to TLS, or -1. */
 int kd_server_port80(const struct kd_server *s);
 bool kd_server_tls(const struct kd_server *s);

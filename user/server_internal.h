@@ -292,6 +292,9 @@ struct kd_server {
 	SSL_CTX *tls;
 	struct kd_admission *adm;
 	struct kd_offload *offload;
+	/* what SIGHUP may replace while workers read it: the TLS context for
+	 * new connections and the mesh key */
+	pthread_mutex_t reload_lock;
 	pthread_mutex_t offload_lock; /* add/remove are not thread safe */
 	int nworkers;
 	struct kd_worker *workers;

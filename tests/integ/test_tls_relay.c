@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "clients.h"
 #include "derp_wire.h"
@@ -223,6 +224,65 @@ static void test_no_ulp_counted(void **state)
 	ts_stop(&ts);
 }
 
+/* The leaf certificate a fresh TLS connection to port is served, as DER. */
+static int served_cert(int port, uint8_t *der, int cap)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	int fd = ts_connect(port), n = -1;
+	SSL *ssl = SSL_new(ctx);
+
+	SSL_set_fd(ssl, fd);
+	if (SSL_connect(ssl) == 1) {
+		X509 *x = SSL_get1_peer_certificate(ssl);
+		int len = x ? i2d_X509(x, NULL) : -1;
+		if (len > 0 && len <= cap) {
+			uint8_t *p = der;
+			n = i2d_X509(x, &p);
+		}
+		X509_free(x);
+	}
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	close(fd);
+	return n;
+}
+
+/* SIGHUP's job: new certificates for new connections, old ones stay up. */
+static void test_reload_certificates(void **state)
+{
+	struct ts_server ts;
+	struct kd_server_config cfg;
+	struct kd_keypair ka;
+	char dir[] = "/tmp/kderp-reload-XXXXXX", path[128];
+	uint8_t before[4096], after[4096];
+	(void)state;
+
+	assert_non_null(mkdtemp(dir));
+	kd_server_config_defaults(&cfg);
+	cfg.certmode = "manual";
+	cfg.certdir = dir;
+	cfg.hostname = "127.0.0.1"; /* an IP: kderpd makes a self-signed pair when missing */
+	cfg.http_port = -1;
+	assert_int_equal(ts_start(&ts, &cfg, NULL), 0);
+	struct kd_client *a = tls_login(&ts, &ka, false);
+	int n1 = served_cert(ts.port, before, sizeof(before));
+	assert_true(n1 > 0);
+	/* replace the pair on disk: remove it, the reload makes a new one */
+	snprintf(path, sizeof(path), "%s/127.0.0.1.crt", dir);
+	assert_int_equal(unlink(path), 0);
+	snprintf(path, sizeof(path), "%s/127.0.0.1.key", dir);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(kd_server_reload(ts.srv, NULL), 0);
+	int n2 = served_cert(ts.port, after, sizeof(after));
+	assert_true(n2 > 0);
+	assert_false(n1 == n2 && !memcmp(before, after, (size_t)n1));
+	assert_true(tc_alive(a)); /* the connection made before the reload goes on */
+	kd_client_close(a);
+	ts_stop(&ts);
+	snprintf(path, sizeof(path), "rm -rf %s", dir);
+	assert_int_equal(system(path), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -232,6 +292,7 @@ int main(void)
 		cmocka_unit_test(test_ktls_tls12_both_ways),
 		cmocka_unit_test(test_ktls_tls13_tx),
 		cmocka_unit_test(test_no_ulp_counted),
+		cmocka_unit_test(test_reload_certificates),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
