@@ -3,6 +3,7 @@
  * Regions -> Nodes fields kderpctl uses. Depth is bounded so hostile input
  * cannot exhaust the stack. */
 #include "derpmap.h"
+#include "key.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -31,17 +32,6 @@ static bool eat(struct p *p, char c)
 		return true;
 	}
 	return false;
-}
-
-static int hexdig(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 /* A JSON string into out (truncated to cap-1, NUL-terminated); out may be NULL. */
@@ -76,7 +66,7 @@ static int str(struct p *p, char *out, size_t cap)
 				if (p->n - p->i < 4)
 					return -EINVAL;
 				for (int k = 0; k < 4; k++)
-					if (hexdig(p->s[p->i + k]) < 0)
+					if (kd_hex_digit(p->s[p->i + k]) < 0)
 						return -EINVAL;
 				p->i += 4;
 				c = '?'; /* names we care about are ASCII */

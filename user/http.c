@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "http_internal.h"
+#include "key.h"
 
 /* internal verdict: more headers than KD_HTTP_MAX_HEADERS (=> 431) */
 #define PARSE_TOO_MANY_HEADERS (-3)
@@ -301,17 +302,6 @@ bool kd_http_method_is(const struct kd_http_request *req, const char *method)
 	return req->method_len == n && memcmp(req->method, method, n) == 0;
 }
 
-static int unhex(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Go's url.QueryUnescape: '+' is a space, %XX a byte; a bad escape fails. */
 static int query_unescape(const char *s, size_t len, char *out, size_t cap)
 {
@@ -323,8 +313,8 @@ static int query_unescape(const char *s, size_t len, char *out, size_t cap)
 			int hi, lo;
 			if (i + 2 >= len)
 				return -EINVAL;
-			hi = unhex(s[i + 1]);
-			lo = unhex(s[i + 2]);
+			hi = kd_hex_digit(s[i + 1]);
+			lo = kd_hex_digit(s[i + 2]);
 			if (hi < 0 || lo < 0)
 				return -EINVAL;
 			c = (char)(hi << 4 | lo);

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "json.h"
+#include "key.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -37,17 +38,6 @@ static void skip_ws(struct kd_json *js)
 		js->pos++;
 }
 
-static int hexdig(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Four hex digits at p (n bytes available); -1 if not. */
 static long hex4(const char *p, size_t n)
 {
@@ -56,7 +46,7 @@ static long hex4(const char *p, size_t n)
 	if (n < 4)
 		return -1;
 	for (int i = 0; i < 4; i++) {
-		int d = hexdig(p[i]);
+		int d = kd_hex_digit(p[i]);
 		if (d < 0)
 			return -1;
 		v = (v << 4) | d;

@@ -26,6 +26,19 @@ void kd_hex_encode(char *out, const uint8_t *in, size_t n);
  * digits' values, so secrets (mesh key, private key) can pass through. */
 int kd_hex_decode(uint8_t *out, size_t n, const char *in, size_t in_len);
 
+/* One hex digit's value or -1; not constant time: for public text (URLs,
+ * JSON escapes, maps), never for secrets (kd_hex_decode is for those). */
+static inline int kd_hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 /* "nodekey:<hex>" */
 void kd_key_nodekey_str(char out[static KD_NODEKEY_STR_LEN], const uint8_t key[static DERP_KEY_LEN]);
 /* "[abcde]": first 5 base64 chars, as the reference logs keys */

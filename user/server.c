@@ -163,54 +163,48 @@ static void on_accept_resume(struct kd_timer *t)
 		pr_err("worker %d: resume accepting on the plaintext port: %s", w->idx, strerror(errno));
 }
 
-static void on_accept(struct kd_io *io, uint32_t events)
+/* Up to 64 connections per readiness event, so one listener cannot starve
+ * the worker's clients. port80: the plaintext listener next to TLS, whose
+ * connections are never TLS and are not rate limited (they only redirect). */
+static void accept_batch(struct kd_worker *w, int lfd, bool port80)
 {
-	struct kd_worker *w = (struct kd_worker *)((char *)io - offsetof(struct kd_worker, listen_io));
 	struct kd_server *s = w->srv;
 
-	(void)events;
 	for (int i = 0; i < 64; i++) {
 		struct sockaddr_storage peer;
 		socklen_t pl = sizeof(peer);
-		int fd = accept4(io->fd, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(lfd, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED && !accept_failed(w, errno))
 				pr_warn("accept: %s", strerror(errno));
 			return;
 		}
-		if (!accept_allowed(s)) {
+		if (!port80 && !accept_allowed(s)) {
 			w->ctr.accept_rejected++;
 			close(fd);
 			continue;
 		}
 		tune_accepted(&s->cfg, fd);
-		if (!kd_conn_new(w, fd, &peer, s->tls != NULL)) {
+		struct kd_conn *c = kd_conn_new(w, fd, &peer, !port80 && s->tls != NULL);
+		if (!c) {
 			pr_warn("accept: out of memory");
 			close(fd);
+			continue;
 		}
+		c->port80 = port80;
 	}
+}
+
+static void on_accept(struct kd_io *io, uint32_t events)
+{
+	(void)events;
+	accept_batch((struct kd_worker *)((char *)io - offsetof(struct kd_worker, listen_io)), io->fd, false);
 }
 
 static void on_accept80(struct kd_io *io, uint32_t events)
 {
-	struct kd_worker *w = (struct kd_worker *)((char *)io - offsetof(struct kd_worker, listen80_io));
-
 	(void)events;
-	for (int i = 0; i < 64; i++) {
-		struct sockaddr_storage peer;
-		socklen_t pl = sizeof(peer);
-		int fd = accept4(io->fd, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			accept_failed(w, errno);
-			return;
-		}
-		tune_accepted(&w->srv->cfg, fd);
-		struct kd_conn *c = kd_conn_new(w, fd, &peer, false);
-		if (!c)
-			close(fd);
-		else
-			c->port80 = true;
-	}
+	accept_batch((struct kd_worker *)((char *)io - offsetof(struct kd_worker, listen80_io)), io->fd, true);
 }
 
 /* TS_DEBUG_KEY_PATH (spec §3.11): a key that opens /debug/ from anywhere. */
