@@ -569,7 +569,18 @@ void kd_conn_close(struct kd_conn *c, const char *why)
 		char sk[KD_KEY_SHORT_LEN] = "";
 		if (c->registered)
 			kd_key_short(sk, c->key);
-		pr_info("derp client %s%s: closed: %s", c->peer_str, sk, why);
+		/* a client going away is normal (derper does not log EOF); anything
+		 * else is logged, at most 20 lines a second per worker */
+		if (!strcmp(why, "EOF")) {
+			pr_debug("derp client %s%s: closed: EOF", c->peer_str, sk);
+		} else {
+			uint64_t n = kd_ratelimit_ok(&w->log_rl, kd_loop_now(w->loop));
+			if (n > 1)
+				pr_info("derp client %s%s: closed: %s (%llu similar lines suppressed)", c->peer_str, sk,
+					why, (unsigned long long)(n - 1));
+			else if (n)
+				pr_info("derp client %s%s: closed: %s", c->peer_str, sk, why);
+		}
 	}
 	if (c->registered) {
 		kd_registry_remove(c);

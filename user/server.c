@@ -388,6 +388,7 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 		struct kd_worker *w = &s->workers[i];
 		w->srv = s;
 		w->idx = i;
+		w->log_rl = (struct kd_ratelimit)KD_RATELIMIT_INIT(20, 50);
 		kd_timer_init(&w->accept_resume, on_accept_resume);
 		pthread_mutex_init(&w->inbox_lock, NULL);
 		w->scratch_cap = KD_SCRATCH;

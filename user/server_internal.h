@@ -252,6 +252,7 @@ struct kd_worker {
 	struct kd_admission_queue *admq;
 	struct kd_io adm_io;
 	struct kd_pkt *pool;      /* free list through next_free */
+	struct kd_ratelimit log_rl; /* per-client log lines */
 	uint32_t pool_len;
 };
 
