@@ -6,7 +6,9 @@
 #include <openssl/err.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -18,6 +20,7 @@
 static bool consume_input(struct kd_conn *c);
 static void on_resume(struct kd_timer *t);
 static void on_inject_retry(struct kd_timer *t);
+static void on_watchdog(struct kd_timer *t);
 static bool ws_unwrap_input(struct kd_conn *c, uint8_t *buf, size_t len, bool in_place);
 
 #define KD_CTRL_MAX (8u << 20)     /* a watcher's PeerPresent flood for ~150k clients */
@@ -116,6 +119,7 @@ struct kd_conn *kd_conn_new(struct kd_worker *w, int fd, const struct sockaddr_s
 	kd_timer_init(&c->keepalive, kd_conn_on_keepalive);
 	kd_timer_init(&c->resume, on_resume);
 	kd_timer_init(&c->inject_retry, on_inject_retry);
+	kd_timer_init(&c->watchdog, on_watchdog);
 	kd_keymap_init(&c->saw_src);
 	for (int k = 0; k < DERP_KIND_MAX; k++)
 		c->q[k].cap = s->cfg.queue_depth;
@@ -591,6 +595,7 @@ void kd_conn_close(struct kd_conn *c, const char *why)
 	kd_timer_disarm(w->loop, &c->keepalive);
 	kd_timer_disarm(w->loop, &c->resume);
 	kd_timer_disarm(w->loop, &c->inject_retry);
+	kd_timer_disarm(w->loop, &c->watchdog);
 	kd_io_del(w->loop, &c->io);
 	if (c->offloaded) {
 		pthread_mutex_lock(&c->srv->offload_lock);
@@ -961,6 +966,31 @@ void kd_conn_try_offload(struct kd_conn *c)
 	c->offloaded = true;
 	c->w->ctr.offloaded++;
 	kd_buf_free(&c->in);
+	kd_timer_arm(c->w->loop, &c->watchdog, kd_loop_now(c->w->loop) + KD_WATCHDOG_MS);
+}
+
+/* The kernel parser can stop consuming a socket without an error; the
+ * unread bytes then sit in its receive queue for good. Bytes that stay put
+ * across several checks mean a stuck flow: close it (counted) so the client
+ * reconnects, rather than leave it silently dead. */
+static void on_watchdog(struct kd_timer *t)
+{
+	struct kd_conn *c = (struct kd_conn *)((char *)t - offsetof(struct kd_conn, watchdog));
+	int inq = 0;
+
+	if (c->state != KD_CONN_ACTIVE || !c->offloaded)
+		return;
+	if (ioctl(c->io.fd, SIOCINQ, &inq) == 0 && inq > 0 && inq == c->stuck_inq) {
+		if (++c->stuck_checks >= KD_WATCHDOG_CHECKS) {
+			c->w->ctr.offload_stuck++;
+			kd_conn_close(c, "offloaded flow stuck: unread bytes not consumed by the kernel parser");
+			return;
+		}
+	} else {
+		c->stuck_checks = 0;
+	}
+	c->stuck_inq = inq;
+	kd_timer_arm(c->w->loop, &c->watchdog, kd_loop_now(c->w->loop) + KD_WATCHDOG_MS);
 }
 
 void kd_conn_resume_input(struct kd_conn *c)

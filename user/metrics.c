@@ -225,6 +225,7 @@ int kd_metrics_render(struct kd_server *s, char **outp, size_t *lenp)
 			emit(&o, "%.*s", n, off);
 		counter(&o, "kderp_offloaded_connections_total", t.offloaded);
 		counter(&o, "kderp_offload_failures_total", t.offload_failed);
+		counter(&o, "kderp_offload_stuck_closed_total", t.offload_stuck);
 	}
 	if (s->adm) {
 		char adm[4096];

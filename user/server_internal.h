@@ -116,6 +116,10 @@ struct kd_conn {
 	 * frames for the client go through the injector */
 	bool offload_wanted, offloaded;
 	struct kd_timer inject_retry;
+	/* watchdog: bytes left in the socket that the kernel parser stopped
+	 * consuming (bpf/README.md: tiny segments on 6.1/6.12) */
+	struct kd_timer watchdog;
+	int stuck_inq, stuck_checks;
 
 	struct kd_timer deadline; /* handshake or write deadline */
 	struct kd_timer keepalive;
@@ -195,7 +199,7 @@ struct kd_counters {
 	uint64_t handshake_errors[16];       /* enum kd_hs_error */
 	uint64_t http_requests, http_errors, conn_errors, accept_rejected;
 	uint64_t keepalives_sent, health_frames, restarting_frames, watch_updates, websocket_accepts;
-	uint64_t offloaded, offload_failed;
+	uint64_t offloaded, offload_failed, offload_stuck;
 	uint64_t ktls[2][KD_KTLS_MAX];       /* [tx, rx][enum kd_ktls_result] */
 	uint64_t tls_versions[3];            /* 1.2, 1.3, other */
 	double avg_queue_ms;
@@ -353,6 +357,10 @@ void kd_conn_try_offload(struct kd_conn *c);
  * are dropped (queue_tail) and their senders paused, so a busy worker's
  * inbox cannot grow without bound. */
 #define KD_INBOX_MAX 16384
+/* An offloaded socket whose unread bytes have not moved for this many
+ * checks, KD_WATCHDOG_MS apart, is stuck: it is closed and counted. */
+#define KD_WATCHDOG_MS 2000
+#define KD_WATCHDOG_CHECKS 3
 #define KD_CONGESTION_PATIENCE_MS 50
 
 /* derp_conn.c */

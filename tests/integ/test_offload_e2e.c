@@ -19,6 +19,9 @@
 #include "derp_wire.h"
 #include "offload.h"
 
+/* KD_WATCHDOG_MS x KD_WATCHDOG_CHECKS (server_internal.h) with slack */
+#define KD_TEST_WATCHDOG_MS 2000
+
 static bool start_offload(struct ts_server *ts)
 {
 	char why[160];
@@ -177,11 +180,54 @@ static void test_unknown_dest_passes_to_userspace(void **state)
 	ts_stop(&ts);
 }
 
+/* A frame for userspace written one byte at a time: the kernel parser
+ * either hands it up (the Pong comes back) or, on kernels where it stalls
+ * on tiny segments (bpf/README.md), the watchdog closes the stuck flow and
+ * counts it. Neither, or both, is a bug. */
+static void test_tiny_writes_answered_or_watchdog(void **state)
+{
+	struct ts_server ts;
+	struct kd_keypair ka = {0};
+	struct kd_client_msg m;
+	uint8_t f[5 + 8];
+	(void)state;
+
+	if (!start_offload(&ts))
+		skip();
+	struct kd_client *a = tc_login(&ts, &ka, NULL);
+	assert_non_null(a);
+	wait_metric(&ts, "kderp_offloaded_connections_total", 1);
+	derp_hdr_put((struct derp_frame_hdr *)f, DERP_FRAME_PING, 8);
+	memcpy(f + 5, "tinyping", 8);
+	for (size_t i = 0; i < sizeof(f); i++) {
+		assert_int_equal(kd_client_send_raw(a, f + i, 1), 0);
+		assert_int_equal(kd_client_flush_wait(a, 1000), 0);
+		usleep(2000);
+	}
+	int err, pong = 0;
+	while ((err = kd_client_recv(a, &m, 8 * KD_TEST_WATCHDOG_MS)) == 0)
+		if (m.type == DERP_FRAME_PONG && !memcmp(m.data, "tinyping", 8)) {
+			pong = 1;
+			break;
+		}
+	long long stuck = ts_metric(&ts, "kderp_offload_stuck_closed_total");
+	printf("# tiny writes: %s\n", pong ? "answered" : "stalled, closed by the watchdog");
+	if (pong) {
+		assert_int_equal(stuck, 0);
+	} else {
+		assert_int_equal(err, -EPIPE); /* closed, not just silent */
+		assert_int_equal(stuck, 1);
+	}
+	kd_client_close(a);
+	ts_stop(&ts);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_kernel_relay_byte_exact_with_daemon_frames),
 		cmocka_unit_test(test_unknown_dest_passes_to_userspace),
+		cmocka_unit_test(test_tiny_writes_answered_or_watchdog),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
