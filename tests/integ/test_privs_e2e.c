@@ -33,6 +33,7 @@
 
 static char kderpd[PATH_MAX + 16];
 static const char *skip_reason;
+static char netns[64]; /* set while one exists: removed at exit too */
 
 struct daemon {
 	pid_t pid;
@@ -234,6 +235,85 @@ static void test_keep_caps_list(void **state)
 		 CAPBIT(CAP_NET_ADMIN) | CAPBIT(CAP_BPF));
 }
 
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+	char cmd[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return system(cmd);
+}
+
+static void netns_del(void)
+{
+	if (netns[0])
+		sh("ip netns del %s 2>/dev/null", netns);
+	netns[0] = '\0';
+}
+
+/* "xdp" when the interface in the namespace has a program, "" when not */
+static bool xdp_attached(void)
+{
+	return sh("ip -n %s link show v0 | grep -q ' xdp'", netns) == 0;
+}
+
+/* -stun-xdp keeps net_admin,bpf,perfmon as nobody, and with only those it
+ * still takes its program off the interface at exit. */
+static void test_xdp_detached_after_drop(void **state)
+{
+	struct creds c;
+	char status[64];
+	(void)state;
+
+	if (skip_reason) {
+		printf("# SKIP %s\n", skip_reason);
+		skip();
+	}
+	if (sh("ip -V >/dev/null 2>&1")) {
+		printf("# SKIP iproute2 (ip) not found\n");
+		skip();
+	}
+	snprintf(netns, sizeof(netns), "kdprivs-%d-%ld", (int)getpid(), (long)(now_ms() % 100000));
+	assert_int_equal(sh("ip netns add %s && ip -n %s link add v0 type veth peer name v1 && "
+			    "ip -n %s addr add 10.77.0.1/24 dev v0 && ip -n %s link set v0 up && "
+			    "ip -n %s link set v1 up && ip -n %s link set lo up",
+			    netns, netns, netns, netns, netns, netns), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int nul = open("/dev/null", O_WRONLY);
+		if (nul >= 0 && !getenv("KD_TEST_VERBOSE"))
+			dup2(nul, 2);
+		execlp("ip", "ip", "netns", "exec", netns, kderpd, "-dev", "-a", "10.77.0.1:3340",
+		       "-stun-xdp", "v0", "-stun-xdp-mode", "generic", "-user", "nobody", (char *)NULL);
+		_exit(127);
+	}
+	snprintf(status, sizeof(status), "/proc/%d/status", (int)pid);
+	bool dropped = false;
+	for (int64_t end = now_ms() + 5000; !dropped && now_ms() < end; usleep(20000)) {
+		if (waitpid(pid, NULL, WNOHANG) == pid)
+			break;
+		dropped = read_status(status, &c) && c.uid[0] == 65534 && c.nnp == 1;
+	}
+	/* the workers start right after the drop; let them */
+	usleep(200000);
+	bool was_attached = dropped && xdp_attached();
+	struct daemon d = {.pid = pid};
+	if (dropped)
+		check_all_threads(pid, 65534, 65534,
+				  CAPBIT(CAP_NET_BIND_SERVICE) | CAPBIT(CAP_NET_ADMIN) | CAPBIT(CAP_BPF) |
+					  CAPBIT(CAP_PERFMON));
+	daemon_stop(&d);
+	bool left = xdp_attached();
+	netns_del();
+	assert_true(dropped);
+	assert_true(was_attached);
+	assert_false(left);
+}
+
 /* A user that does not exist is a startup failure, never a root daemon. */
 static void test_unknown_user_refuses_to_start(void **state)
 {
@@ -271,6 +351,7 @@ static int setup(void **state)
 	self[n] = '\0';
 	/* build/tests/integ/test_privs_e2e -> build/kderpd */
 	snprintf(kderpd, sizeof(kderpd), "%s/../../kderpd", dirname(self));
+	atexit(netns_del);
 	if (geteuid() != 0)
 		skip_reason = "not root";
 	else if (access(kderpd, X_OK))
@@ -285,6 +366,7 @@ int main(void)
 		cmocka_unit_test(test_default_keeps_only_bind),
 		cmocka_unit_test(test_keep_caps_list),
 		cmocka_unit_test(test_unknown_user_refuses_to_start),
+		cmocka_unit_test(test_xdp_detached_after_drop),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }
