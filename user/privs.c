@@ -154,9 +154,11 @@ static int lookup_user(const char *name, uid_t *uid, gid_t *gid)
 		*gid = pw->pw_gid;
 		return 0;
 	}
+	if (!isdigit((unsigned char)*name))
+		return -ENOENT;
 	errno = 0;
 	unsigned long v = strtoul(name, &end, 10);
-	if (!*name || *end || errno || v >= (uid_t)-1)
+	if (*end || errno || v >= (uid_t)-1)
 		return -ENOENT;
 	*uid = (uid_t)v;
 	*gid = (gid_t)v;
@@ -172,9 +174,11 @@ static int lookup_group(const char *name, gid_t *gid)
 		*gid = gr->gr_gid;
 		return 0;
 	}
+	if (!isdigit((unsigned char)*name))
+		return -ENOENT;
 	errno = 0;
 	unsigned long v = strtoul(name, &end, 10);
-	if (!*name || *end || errno || v >= (gid_t)-1)
+	if (*end || errno || v >= (gid_t)-1)
 		return -ENOENT;
 	*gid = (gid_t)v;
 	return 0;
@@ -241,7 +245,10 @@ int kd_privs_drop(const struct kd_privs_opts *o)
 	}
 	keep = o->keep & prm;
 	drop_bounding(keep, eff);
-	if (change_user || (o->group && *o->group)) {
+	/* already that user and group (a unit's User=): setgroups would need
+	 * CAP_SETGID for nothing */
+	if ((change_user || (o->group && *o->group)) &&
+	    (uid != getuid() || uid != geteuid() || gid != getgid() || gid != getegid())) {
 		err = switch_user(uid, gid);
 		if (err) {
 			pr_err("privileges: switching to uid %u gid %u: %s", (unsigned)uid, (unsigned)gid,

@@ -322,6 +322,11 @@ static bool unknown_user(const char *secret, char *why, size_t cap)
 	o.user = "nobody";
 	o.group = "kd-no-such-group-xyz";
 	CHILD_CHECK(kd_privs_drop(&o) == -ENOENT);
+	o.group = NULL;
+	o.user = " 5";
+	CHILD_CHECK(kd_privs_drop(&o) == -ENOENT);
+	o.user = "-1";
+	CHILD_CHECK(kd_privs_drop(&o) == -ENOENT);
 	CHILD_CHECK(getuid() == 0);
 	/* a numeric id without a passwd entry is allowed */
 	o.user = "54321";
@@ -329,6 +334,29 @@ static bool unknown_user(const char *secret, char *why, size_t cap)
 	CHILD_CHECK(kd_privs_drop(&o) == 0);
 	CHILD_CHECK(getuid() == 54321 && getgid() == 54321);
 	return true;
+}
+
+/* Once nobody, naming nobody again is no switch and needs no capability. */
+static bool same_user_again(const char *secret, char *why, size_t cap)
+{
+	(void)secret;
+	struct kd_privs_opts o = {.user = "nobody", .keep = 0};
+	CHILD_CHECK(kd_privs_drop(&o) == 0);
+	CHILD_CHECK(kd_privs_drop(&o) == 0);
+	CHILD_CHECK(getuid() == 65534 && cap_eff() == 0);
+	o.user = "root";
+	errno = 0;
+	CHILD_CHECK(kd_privs_drop(&o) == -EPERM);
+	CHILD_CHECK(getuid() == 65534);
+	return true;
+}
+
+static void test_same_user_again(void **state)
+{
+	(void)state;
+	if (!need_root())
+		skip();
+	run_child(same_user_again);
 }
 
 static void test_unknown_user(void **state)
@@ -404,6 +432,7 @@ int main(void)
 		cmocka_unit_test(test_stay_root_with_mask),
 		cmocka_unit_test(test_refuses_with_second_thread),
 		cmocka_unit_test(test_unknown_user),
+		cmocka_unit_test(test_same_user_again),
 		cmocka_unit_test(test_unit_file_verifies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
