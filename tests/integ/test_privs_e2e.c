@@ -314,6 +314,20 @@ static void test_xdp_detached_after_drop(void **state)
 	assert_false(left);
 }
 
+/* The admission webhook's threads start after the drop too: every task in
+ * /proc/PID/task is checked, and a webhook that cannot be reached with
+ * fail-open still admits the clients. */
+static void test_admission_threads_dropped(void **state)
+{
+	char url[64];
+	(void)state;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/verify", free_port());
+	run_case((const char *[]){"-user", "nobody", "-verify-client-url", url, "-verify-client-url-fail-open",
+				  NULL},
+		 65534, 65534, CAPBIT(CAP_NET_BIND_SERVICE));
+}
+
 /* A user that does not exist is a startup failure, never a root daemon. */
 static void test_unknown_user_refuses_to_start(void **state)
 {
@@ -365,6 +379,7 @@ int main(void)
 		cmocka_unit_test(test_user_nobody),
 		cmocka_unit_test(test_default_keeps_only_bind),
 		cmocka_unit_test(test_keep_caps_list),
+		cmocka_unit_test(test_admission_threads_dropped),
 		cmocka_unit_test(test_unknown_user_refuses_to_start),
 		cmocka_unit_test(test_xdp_detached_after_drop),
 	};
