@@ -59,7 +59,7 @@ struct kd_admission {
 	_Atomic uint64_t m_err[KD_HTTP_ERR_MAX];
 	_Atomic int64_t m_pending;
 
-	int nthreads;
+	int nthreads, nwant;
 	pthread_t threads[];
 };
 
@@ -480,7 +480,7 @@ static int tls_setup(struct kd_admission *a, const struct kd_admission_opts *o)
 int kd_admission_new(struct kd_admission **out, const struct kd_admission_opts *o)
 {
 	struct kd_admission *a;
-	int n, err, started = 0;
+	int n, err;
 
 	*out = NULL;
 	if (!o || !o->url || o->timeout_ms < 0 || o->threads < 0 ||
@@ -518,22 +518,34 @@ int kd_admission_new(struct kd_admission **out, const struct kd_admission_opts *
 		pr_err("admission: TLS setup for %s failed", o->url);
 		goto fail;
 	}
-	for (; started < n; started++) {
-		err = pthread_create(&a->threads[started], NULL, worker, a);
-		if (err) {
-			pr_err("admission: starting worker thread: %s", strerror(err));
-			err = -err;
-			goto fail;
-		}
-	}
-	a->nthreads = n;
+	a->nwant = n;
+	if (!o->defer_threads && (err = kd_admission_start(a)))
+		goto fail;
 	*out = a;
 	return 0;
 fail:
-	stop_threads(a, started);
-	a->nthreads = 0;
 	kd_admission_free(a);
 	return err;
+}
+
+/* Threads inherit the credentials of their creator: kderpd starts these
+ * after it has dropped privileges, so none of them keeps root. */
+int kd_admission_start(struct kd_admission *a)
+{
+	int started, err;
+
+	if (a->nthreads)
+		return 0;
+	for (started = 0; started < a->nwant; started++) {
+		err = pthread_create(&a->threads[started], NULL, worker, a);
+		if (err) {
+			pr_err("admission: starting worker thread: %s", strerror(err));
+			stop_threads(a, started);
+			return -err;
+		}
+	}
+	a->nthreads = a->nwant;
+	return 0;
 }
 
 void kd_admission_free(struct kd_admission *a)

@@ -43,6 +43,7 @@ struct kd_admission_opts {
 	int max_pending;      /* queued, not yet started; 0 = KD_ADMISSION_MAX_PENDING */
 	const char *ca_file;  /* https: PEM trust anchors, NULL = system roots */
 	bool insecure;        /* https: skip certificate verification */
+	bool defer_threads;   /* start them in kd_admission_start (after a privilege drop) */
 };
 
 /* How a check ended: what metrics and logs want beyond allow/deny. */
@@ -70,6 +71,9 @@ struct kd_admission_queue;
  * once on failure: -EINVAL (bad URL or options), -ENOMEM, -EIO (TLS setup),
  * or the pthread error. *out NULL on failure. */
 int kd_admission_new(struct kd_admission **out, const struct kd_admission_opts *o);
+/* With defer_threads: starts them (checks queue until then); 0 or the
+ * pthread error as -errno; a no-op once they run. */
+int kd_admission_start(struct kd_admission *a);
 /* NULL-safe. Aborts requests in flight and completes every queued and
  * in-flight request as KD_ADM_CANCELED (allow false) on its queue, then
  * joins the threads. */

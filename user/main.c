@@ -3,6 +3,7 @@
  * for the other. Flags for features kderp does not have yet are accepted by
  * the parser but refused at startup with a clear message, never ignored. */
 #include <errno.h>
+#include <linux/capability.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include "log.h"
 #include "loop.h"
 #include "mesh.h"
+#include "privs.h"
 #include "server.h"
 #include "server_internal.h"
 #include "stun_server.h"
@@ -30,7 +32,7 @@ struct opts {
 	bool dev, version, derp, stun, verbose, verify_clients, ace, verify_fail_open, mesh_insecure;
 	const char *addr, *key_file, *hostname, *certmode, *certdir, *home, *mesh_psk_file, *mesh_with;
 	const char *verify_client_url, *rate_config, *stun_xdp, *offload, *bootstrap_dns, *unpub_dns;
-	const char *secrets_url, *stun_xdp_mode, *tls_max, *mesh_ca_file;
+	const char *secrets_url, *stun_xdp_mode, *tls_max, *mesh_ca_file, *user, *keep_caps;
 	int http_port, stun_port, workers, accept_burst, queue_depth;
 	double accept_limit;
 	unsigned tcp_keepalive_ms, tcp_user_timeout_ms, tcp_write_timeout_ms;
@@ -57,6 +59,8 @@ static struct opts g_opts = {
 	.secrets_url = "",
 	.stun_xdp_mode = "auto",
 	.tls_max = "1.3",
+	.user = "",
+	.keep_caps = "",
 	.http_port = 80,
 	.stun_port = 3478,
 	.accept_burst = 0,
@@ -103,6 +107,8 @@ static struct kd_flag g_flags[] = {
 	{"stun-xdp", KD_FLAG_STRING, &g_opts.stun_xdp, "kderp: answer STUN with an XDP program on this interface (userspace stays the fallback)", false},
 	{"stun-xdp-mode", KD_FLAG_STRING, &g_opts.stun_xdp_mode, "kderp: XDP attach mode: auto, native or generic", false},
 	{"offload", KD_FLAG_STRING, &g_opts.offload, "kderp: off|sockmap|auto: relay plain-TCP clients in the kernel (sk_skb); auto picks by measurement", false},
+	{"user", KD_FLAG_STRING, &g_opts.user, "kderp: after binding and loading BPF, switch to this user (name or uid); default: stay", false},
+	{"keep-caps", KD_FLAG_STRING, &g_opts.keep_caps, "kderp: capabilities to keep after startup, e.g. net_bind_service,net_admin (default: net_bind_service, plus net_admin,bpf,perfmon with -stun-xdp or -offload=sockmap; \"all\" keeps everything)", false},
 	{"verbose", KD_FLAG_BOOL, &g_opts.verbose, "kderp: debug logging", false},
 };
 #define NFLAGS (sizeof(g_flags) / sizeof(g_flags[0]))
@@ -233,6 +239,25 @@ static int stun_metrics(void *arg, char *out, size_t cap)
 	return n;
 }
 
+/* What the running daemon still needs: the listeners are bound, but
+ * detaching XDP on exit and managing sockmap entries take the kernel-plane
+ * capabilities. Any other capability is dropped, even as root. */
+static int privs_opts(struct kd_privs_opts *po, int offload)
+{
+	po->user = g_opts.user;
+	po->group = NULL;
+	po->keep = KD_CAP(CAP_NET_BIND_SERVICE);
+	if (*g_opts.stun_xdp || offload == 1)
+		po->keep |= KD_CAP(CAP_NET_ADMIN) | KD_CAP(CAP_BPF) | KD_CAP(CAP_PERFMON);
+	if (*g_opts.keep_caps && kd_privs_parse_caps(g_opts.keep_caps, &po->keep) != 0) {
+		pr_err("-keep-caps \"%s\": want a comma-separated list of capability names "
+		       "(net_bind_service,net_admin,bpf,perfmon,net_raw...), \"none\" or \"all\"",
+		       g_opts.keep_caps);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct kd_server_config cfg;
@@ -312,6 +337,9 @@ int main(int argc, char **argv)
 	cfg.accept_burst = g_opts.accept_burst > 0 ? (uint32_t)g_opts.accept_burst
 			   : g_opts.accept_limit > 0  ? (uint32_t)(g_opts.accept_limit < 1 ? 1 : g_opts.accept_limit)
 						      : 0;
+	struct kd_privs_opts po;
+	if (privs_opts(&po, cfg.offload) != 0)
+		return 2;
 	if (kd_http_home_check(cfg.home) != 0) {
 		pr_err("unknown --home value %s", cfg.home);
 		return 2;
@@ -381,6 +409,15 @@ int main(int argc, char **argv)
 	}
 	if (stun || *g_opts.mesh_with)
 		kd_server_set_extra_metrics(srv, stun_metrics, &planes);
+
+	/* ports bound, BPF loaded, no thread yet: the last moment to drop */
+	if ((*po.user || po.keep != KD_CAPS_ALL) && kd_privs_drop(&po) != 0) {
+		pr_err("refusing to run with more privileges than -user/-keep-caps allow");
+		kd_server_free(srv);
+		kd_stun_xdp_detach(planes.xdp);
+		kd_stun_server_close(stun);
+		return 1;
+	}
 
 	sigset_t sigs;
 	sigemptyset(&sigs);

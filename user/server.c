@@ -354,6 +354,7 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 			.url = cfg->verify_client_url,
 			.fail_open = cfg->verify_fail_open,
 			.timeout_ms = 5000,
+			.defer_threads = true, /* kd_server_start: after kd_privs_drop */
 		};
 		err = kd_admission_new(&s->adm, &ao);
 		if (err) {
@@ -436,6 +437,10 @@ fail:
 
 int kd_server_start(struct kd_server *s)
 {
+	int aerr = s->adm ? kd_admission_start(s->adm) : 0;
+
+	if (aerr)
+		return aerr;
 	for (int i = 0; i < s->nworkers; i++) {
 		struct kd_worker *w = &s->workers[i];
 		int err = pthread_create(&w->thread, NULL, worker_main, w);

@@ -305,6 +305,17 @@ void kd_stun_xdp_detach(struct kd_stun_xdp *x)
 		enum xdp_attach_mode xm = x->mode == KD_XDP_MODE_NATIVE ? XDP_MODE_NATIVE : XDP_MODE_SKB;
 		int err = xdp_program__detach(x->xprog, x->ifindex, xm, 0);
 
+		if (err) {
+			/* libxdp looks the attached program up by id, which takes
+			 * CAP_SYS_ADMIN: a kderpd that dropped privileges (privs.h)
+			 * has only CAP_NET_ADMIN. Its legacy attach is our own
+			 * program, which netlink removes by fd with that alone. */
+			LIBBPF_OPTS(bpf_xdp_attach_opts, o, .old_prog_fd = xdp_program__fd(x->xprog));
+			__u32 flags = x->mode == KD_XDP_MODE_NATIVE ? XDP_FLAGS_DRV_MODE : XDP_FLAGS_SKB_MODE;
+
+			if (bpf_xdp_detach(x->ifindex, flags, &o) == 0)
+				err = 0;
+		}
 		if (err)
 			pr_warn("stun-xdp: detaching from %s: %s", x->ifname, strerror(-err));
 		xdp_program__close(x->xprog);
