@@ -216,6 +216,7 @@ int kd_metrics_render(struct kd_server *s, char **outp, size_t *lenp)
 	counter(&o, "kderp_accept_rejected_total", t.accept_rejected);
 	counter(&o, "kderp_keepalives_sent_total", t.keepalives_sent);
 	counter(&o, "kderp_health_frames_total", t.health_frames);
+	counter(&o, "kderp_watch_conns_total", t.watch_updates);
 	counter(&o, "kderp_restarting_frames_total", t.restarting_frames);
 	gauge(&o, "kderp_workers", s->nworkers);
 	if (s->offload) {

@@ -31,8 +31,6 @@ void kd_server_config_defaults(struct kd_server_config *cfg)
 	cfg->handshake_timeout_ms = 10000;
 	cfg->http_timeout_ms = 30000;
 	cfg->http_port = 80;
-	cfg->stun = true;
-	cfg->stun_port = 3478;
 }
 
 /* ":443" -> dual-stack [::]:443; "ip:port"; "[v6]:port"; "host:port". */

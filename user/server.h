@@ -38,9 +38,6 @@ struct kd_server_config {
 	/* mesh */
 	bool has_mesh_key;
 	uint8_t mesh_key[DERP_KEY_LEN];
-	/* STUN */
-	bool stun;
-	int stun_port;
 	/* identity; required */
 	struct kd_keypair keys;
 };

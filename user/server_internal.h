@@ -227,7 +227,6 @@ enum kd_hs_error {
 };
 _Static_assert(KD_HS_MAX <= 16, "handshake_errors array too small");
 
-#define KD_CTR_ADD(field, n) ((field) += (n))
 
 struct kd_worker {
 	struct kd_server *srv;
@@ -410,6 +409,5 @@ int kd_metrics_render_json(struct kd_server *s, char **out, size_t *len);
 
 #define KDERP_VERSION "0.1.0"
 
-static inline struct kd_worker *kd_self_worker(struct kd_conn *c) { return c->w; }
 
 #endif
