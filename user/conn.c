@@ -24,7 +24,9 @@ static void on_watchdog(struct kd_timer *t);
 static bool ws_unwrap_input(struct kd_conn *c, uint8_t *buf, size_t len, bool in_place);
 
 #define KD_CTRL_MAX (8u << 20)     /* a watcher's PeerPresent flood for ~150k clients */
+#ifndef KD_READ_BUDGET
 #define KD_READ_BUDGET (1u << 20)  /* bytes per readiness event, for fairness */
+#endif
 
 void kd_buf_free(struct kd_buf *b)
 {

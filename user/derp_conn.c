@@ -179,6 +179,8 @@ static void handle_msg(struct kd_worker *w, struct kd_msg *m)
 		kd_conn_unref(d);
 }
 
+static void send_outbox_to(struct kd_worker *w, int i);
+
 /* Queues a message for dst's worker, or handles it now when dst is ours
  * (a connection of this worker cannot be freed before the pass ends). */
 void kd_worker_post(struct kd_worker *from, struct kd_conn *dst, struct kd_pkt *p, enum kd_msg_op op)
@@ -225,47 +227,57 @@ void kd_worker_post(struct kd_worker *from, struct kd_conn *dst, struct kd_pkt *
 		ob->v[ob->len - 2].owns_ref = 0; /* the run's reference moves to its new end */
 	else
 		kd_conn_ref(dst);
+	/* one pass over a hundred busy senders reads megabytes: hand the work
+	 * over as it piles up so the other worker runs in parallel, instead of
+	 * idling until this pass ends and then finding its inbox over the bound */
+	if (ob->len >= KD_OUTBOX_BATCH)
+		send_outbox_to(from, dst->w->idx);
 }
 
-/* Moves this pass's messages to their workers: one lock and at most one
- * wake-up per destination worker per loop pass. */
-void kd_worker_send_outbox(struct kd_worker *w)
+/* Moves the messages for worker i to its inbox: one lock, and a wake-up
+ * only when the inbox was empty (its owner is not already draining it). */
+static void send_outbox_to(struct kd_worker *w, int i)
 {
 	struct kd_server *s = w->srv;
+	struct kd_msgvec *ob = &w->outbox[i];
+	struct kd_worker *to = &s->workers[i];
+	bool was_empty;
 
-	for (int i = 0; i < s->nworkers; i++) {
-		struct kd_msgvec *ob = &w->outbox[i];
-		if (!ob->len)
-			continue;
-		struct kd_worker *to = &s->workers[i];
-		bool was_empty;
-		pthread_mutex_lock(&to->inbox_lock);
-		was_empty = to->inbox.len == 0;
-		__atomic_add_fetch(&to->inbox_backlog, ob->len, __ATOMIC_RELAXED);
-		if (was_empty && to->inbox.cap < ob->cap) {
-			/* swap whole vectors: no copy on the common path */
-			struct kd_msgvec tmp = to->inbox;
-			to->inbox = *ob;
-			*ob = tmp;
-			ob->len = 0;
-		} else {
-			for (size_t k = 0; k < ob->len; k++) {
-				if (msgvec_push(&to->inbox, ob->v[k]) != 0) {
-					/* only on OOM: drop the packet; the reference is
-					 * kept (leaked) since earlier messages of its run
-					 * may already rely on it */
-					if (ob->v[k].op == KD_MSG_PACKET)
-						kd_count_drop(w, DERP_DROP_QUEUE_TAIL, ob->v[k].pkt);
-					free(ob->v[k].pkt);
-					__atomic_sub_fetch(&to->inbox_backlog, 1, __ATOMIC_RELAXED);
-				}
+	if (!ob->len)
+		return;
+	pthread_mutex_lock(&to->inbox_lock);
+	was_empty = to->inbox.len == 0;
+	__atomic_add_fetch(&to->inbox_backlog, ob->len, __ATOMIC_RELAXED);
+	if (was_empty && to->inbox.cap < ob->cap) {
+		/* swap whole vectors: no copy on the common path */
+		struct kd_msgvec tmp = to->inbox;
+		to->inbox = *ob;
+		*ob = tmp;
+		ob->len = 0;
+	} else {
+		for (size_t k = 0; k < ob->len; k++) {
+			if (msgvec_push(&to->inbox, ob->v[k]) != 0) {
+				/* only on OOM: drop the packet; the reference is
+				 * kept (leaked) since earlier messages of its run
+				 * may already rely on it */
+				if (ob->v[k].op == KD_MSG_PACKET)
+					kd_count_drop(w, DERP_DROP_QUEUE_TAIL, ob->v[k].pkt);
+				free(ob->v[k].pkt);
+				__atomic_sub_fetch(&to->inbox_backlog, 1, __ATOMIC_RELAXED);
 			}
-			ob->len = 0;
 		}
-		pthread_mutex_unlock(&to->inbox_lock);
-		if (was_empty)
-			kd_loop_wake(to->loop);
+		ob->len = 0;
 	}
+	pthread_mutex_unlock(&to->inbox_lock);
+	if (was_empty)
+		kd_loop_wake(to->loop);
+}
+
+/* Moves this pass's remaining messages to their workers. */
+void kd_worker_send_outbox(struct kd_worker *w)
+{
+	for (int i = 0; i < w->srv->nworkers; i++)
+		send_outbox_to(w, i);
 }
 
 void kd_worker_drain_inbox(void *arg)

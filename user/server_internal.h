@@ -361,6 +361,11 @@ void kd_conn_try_offload(struct kd_conn *c);
 #define KD_WATCHDOG_MS 2000
 #define KD_WATCHDOG_CHECKS 3
 #define KD_CONGESTION_PATIENCE_MS 50
+/* Messages for one worker that a pass collects before handing them over
+ * mid-pass rather than at its end. */
+#ifndef KD_OUTBOX_BATCH
+#define KD_OUTBOX_BATCH 512
+#endif
 
 /* derp_conn.c */
 void kd_derp_admission_done(struct kd_conn *c, bool allow, const char *reason);
