@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "http_client.h"
+#include "parse_util.h"
 
 /* --- URL ---------------------------------------------------------------- */
 
@@ -17,23 +18,6 @@ static bool host_char_ok(char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 	       c == '-' || c == '.' || c == '_';
-}
-
-static int parse_port(const char *s, size_t n, uint16_t *port)
-{
-	unsigned v = 0;
-
-	if (n == 0 || n > 5)
-		return -EINVAL;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -EINVAL;
-		v = v * 10 + (unsigned)(s[i] - '0');
-	}
-	if (v == 0 || v > 65535)
-		return -EINVAL;
-	*port = (uint16_t)v;
-	return 0;
 }
 
 static int url_parse(const char *url, struct kd_url *u)
@@ -93,7 +77,7 @@ static int url_parse(const char *url, struct kd_url *u)
 	memcpy(u->host, host, host_len);
 	u->host[host_len] = '\0';
 	if (port) {
-		if (parse_port(port, port_len, &u->port))
+		if (kd_parse_port(port, port_len, &u->port))
 			return -EINVAL;
 		u->port_explicit = true;
 	} else {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "mesh.h"
+#include "parse_util.h"
 
 /* Characters that would change the meaning of the URL or the log line. */
 static bool host_char_ok(char ch)
@@ -13,23 +14,6 @@ static bool host_char_ok(char ch)
 	unsigned char c = (unsigned char)ch;
 
 	return c > 0x20 && c < 0x7f && !strchr("/?#@\\\"'%,", ch);
-}
-
-static int parse_port(const char *s, size_t n, uint16_t *port)
-{
-	unsigned v = 0;
-
-	if (n == 0 || n > 5)
-		return -EINVAL;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -EINVAL;
-		v = v * 10 + (unsigned)(s[i] - '0');
-	}
-	if (v == 0 || v > 65535)
-		return -EINVAL;
-	*port = (uint16_t)v;
-	return 0;
 }
 
 /* host or host:port or [v6] or [v6]:port; the port is optional */
@@ -54,7 +38,7 @@ static int parse_host(const char *s, size_t n, uint16_t *port, bool *has_port)
 		if (rb[1] != ':')
 			return -EINVAL;
 		*has_port = true;
-		return parse_port(rb + 2, rest - 1, port);
+		return kd_parse_port(rb + 2, rest - 1, port);
 	}
 	const char *colon = memchr(s, ':', n);
 	if (!colon)
@@ -62,7 +46,7 @@ static int parse_host(const char *s, size_t n, uint16_t *port, bool *has_port)
 	if (colon == s || memchr(colon + 1, ':', n - (size_t)(colon + 1 - s)))
 		return -EINVAL; /* a bare IPv6 literal needs brackets in a URL */
 	*has_port = true;
-	return parse_port(colon + 1, n - (size_t)(colon + 1 - s), port);
+	return kd_parse_port(colon + 1, n - (size_t)(colon + 1 - s), port);
 }
 
 /* dialhost: a name or address without port, brackets allowed for IPv6 */
