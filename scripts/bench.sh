@@ -42,19 +42,24 @@ for k in sys.argv[2].split("."):
 print(d if d!={} else "-")' "$1" "$2"
 }
 
-printf '%-22s %12s %9s %8s %12s %9s %7s %8s %8s\n' config relay_pps relay_Gbps loss% raw_pps raw_Gbps ratio relayCPU machCPU
-printf 'config\trelay_pps\trelay_gbps\tloss_pct\traw_pps\traw_gbps\tratio\trelay_cpu\tmachine_cpu\n' >"$out/results.tsv"
+# raw: the same senders and receivers over one direct connection; fwd: through
+# a byte forwarder with no DERP work (derp-bench's forward.c), the ceiling for
+# any userspace relay here. r/raw and r/fwd: kderpd's delivered pkt/s over each.
+printf '%-22s %10s %8s %7s %11s %9s %10s %7s %6s %6s %8s %8s\n' config relay_pps relay_Gb loss% raw_pps raw_Gb fwd_pps fwd_Gb r/raw r/fwd relayCPU machCPU
+printf 'config\trelay_pps\trelay_gbps\tloss_pct\traw_pps\traw_gbps\tfwd_pps\tfwd_gbps\tratio_raw\tratio_fwd\trelay_cpu\tmachine_cpu\n' >"$out/results.tsv"
 row() {
 	local label=$1 r=$2
-	local rp rg rl tp tg ratio cpu mc
+	local rp rg rl tp tg fp fg ratio rf cpu mc
 	rp=$(field "$r" relay.delivered_pps); rg=$(field "$r" relay.delivered_gbps)
 	rl=$(field "$r" relay.loss_pct); tp=$(field "$r" raw_tcp.delivered_pps)
 	tg=$(field "$r" raw_tcp.delivered_gbps); ratio=$(field "$r" relay_to_raw_pps)
+	fp=$(field "$r" forwarder.delivered_pps); fg=$(field "$r" forwarder.delivered_gbps)
+	rf=$(field "$r" relay_to_forwarder_pps)
 	cpu=$(field "$r" relay.cpu.server_pct); mc=$(field "$r" relay.cpu.machine_pct)
-	printf '%-22s %12.0f %9.3f %8.4f %12s %9s %7s %8s %8s\n' "$label" "$rp" "$rg" "$rl" \
-		"${tp%.*}" "$tg" "$ratio" "$cpu" "$mc"
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$rp" "$rg" "$rl" "$tp" "$tg" "$ratio" "$cpu" "$mc" \
-		>>"$out/results.tsv"
+	printf '%-22s %10.0f %8.2f %7.3f %11s %9.2f %10s %7.2f %6.3f %6.3f %8s %8s\n' "$label" "$rp" "$rg" "$rl" \
+		"${tp%.*}" "$tg" "${fp%.*}" "$fg" "$ratio" "$rf" "$cpu" "$mc"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$rp" "$rg" "$rl" "$tp" "$tg" "$fp" "$fg" \
+		"$ratio" "$rf" "$cpu" "$mc" >>"$out/results.tsv"
 }
 
 for size in 100 1400 16384; do
@@ -82,7 +87,7 @@ echo
 printf '%-22s %10s %10s %10s %10s\n' rtt p50_us p99_us p999_us max_us
 for l in idle loaded; do
 	r=${!l}
-	for m in relay raw_tcp; do
+	for m in relay raw_tcp forwarder; do
 		printf '%-22s %10s %10s %10s %10s\n' "$l/$m" "$(field "$r" $m.latency.p50_us)" \
 			"$(field "$r" $m.latency.p99_us)" "$(field "$r" $m.latency.p999_us)" "$(field "$r" $m.latency.max_us)"
 	done
@@ -121,11 +126,12 @@ set terminal png size 1100,500
 set output "$out/bench.png"
 set style data histograms
 set style fill solid 0.8
-set ylabel "delivered Gbit/s"
+set ylabel "delivered Gbit/s (log)"
+set logscale y
 set xtics rotate by -30
 set key top left
 set datafile separator "\t"
-plot "$out/results.tsv" using 3:xtic(1) title "kderpd", "" using 6 title "raw TCP (no relay)"
+plot "$out/results.tsv" using 3:xtic(1) title "kderpd", "" using 8 title "byte forwarder (no DERP)", "" using 6 title "raw TCP (no relay)"
 EOF
 fi
 echo "results: $json $out/results.tsv"

@@ -366,12 +366,16 @@ static void on_resume(struct kd_timer *t)
 
 /* Called by the DERP layer after a frame that fed a congested destination:
  * stop reading this sender briefly so TCP slows it down, instead of
- * head-dropping what it sends next. */
-void kd_conn_pause(struct kd_conn *c)
+ * head-dropping what it sends next. (Waking paused senders as soon as the
+ * destination drains instead of after KD_PAUSE_MS was tried: no gain in
+ * make bench, see README "Performance".) */
+void kd_conn_pause(struct kd_conn *c, enum kd_pause_reason why)
 {
 	if (c->paused || c->state != KD_CONN_ACTIVE)
 		return;
 	c->paused = true;
+	c->pause_reason = (uint8_t)why;
+	c->w->ctr.pauses[why]++;
 	kd_conn_update_events(c);
 	kd_timer_arm(c->w->loop, &c->resume, kd_loop_now(c->w->loop) + KD_PAUSE_MS);
 }

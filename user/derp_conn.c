@@ -479,13 +479,16 @@ static void note_congestion(struct kd_conn *from, struct kd_conn *d)
 	/* the destination's worker is behind: slow the sender down */
 	if (d->w != from->w && __atomic_load_n(&d->w->inbox_backlog, __ATOMIC_RELAXED) >= KD_INBOX_MAX / 2) {
 		from->pause_after_frame = true;
+		from->pause_reason = KD_PAUSE_WORKER_BEHIND;
 		return;
 	}
 	if (!__atomic_load_n(&d->congested, __ATOMIC_ACQUIRE))
 		return;
 	uint64_t since = __atomic_load_n(&d->congested_since_ms, __ATOMIC_RELAXED);
-	if (kd_loop_now(from->w->loop) - since < KD_CONGESTION_PATIENCE_MS)
+	if (kd_loop_now(from->w->loop) - since < from->srv->cfg.congestion_patience_ms) {
 		from->pause_after_frame = true;
+		from->pause_reason = KD_PAUSE_DST_CONGESTED;
+	}
 }
 
 /* Routes one packet from src to dst (spec §7.3). from is the connection it
@@ -694,7 +697,7 @@ ssize_t kd_derp_process(struct kd_conn *c, const uint8_t *buf, size_t len)
 		if (c->pause_after_frame) {
 			/* the rest waits in c->in until the pause ends */
 			c->pause_after_frame = false;
-			kd_conn_pause(c);
+			kd_conn_pause(c, (enum kd_pause_reason)c->pause_reason);
 			break;
 		}
 	}

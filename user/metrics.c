@@ -218,6 +218,11 @@ int kd_metrics_render(struct kd_server *s, char **outp, size_t *lenp)
 	counter(&o, "kderp_health_frames_total", t.health_frames);
 	counter(&o, "kderp_watch_conns_total", t.watch_updates);
 	counter(&o, "kderp_restarting_frames_total", t.restarting_frames);
+	emit(&o, "# HELP kderp_sender_pauses_total Senders whose reads paused for backpressure, by cause\n"
+		 "# TYPE kderp_sender_pauses_total counter\n"
+		 "kderp_sender_pauses_total{reason=\"dst_congested\"} %llu\n"
+		 "kderp_sender_pauses_total{reason=\"dst_worker_behind\"} %llu\n",
+	     (unsigned long long)t.pauses[KD_PAUSE_DST_CONGESTED], (unsigned long long)t.pauses[KD_PAUSE_WORKER_BEHIND]);
 	gauge(&o, "kderp_workers", s->nworkers);
 	if (s->offload) {
 		char off[8192];

@@ -27,6 +27,7 @@ void kd_server_config_defaults(struct kd_server_config *cfg)
 	cfg->tcp_keepalive_s = 600;
 	cfg->tcp_user_timeout_ms = 15000;
 	cfg->write_timeout_ms = 2000;
+	cfg->congestion_patience_ms = KD_CONGESTION_PATIENCE_MS;
 	cfg->keepalive_ms = 60000;
 	cfg->handshake_timeout_ms = 10000;
 	cfg->http_timeout_ms = 30000;

@@ -20,6 +20,10 @@ struct kd_server_config {
 	uint32_t tcp_keepalive_s;    /* 600 */
 	uint32_t tcp_user_timeout_ms;/* 15000 */
 	uint32_t write_timeout_ms;   /* 2000, 0 = none (mesh peers: 30000) */
+	/* how long a destination may refuse writes while its senders are
+	 * paused for it; past that its queue head-drops (the reference never
+	 * pauses senders: it drops at once) */
+	uint32_t congestion_patience_ms; /* 50 */
 	uint32_t keepalive_ms;       /* 60000 (+ jitter in [0, 5000)) */
 	uint32_t handshake_timeout_ms;/* 10000 */
 	uint32_t http_timeout_ms;    /* 30000: TLS handshake + request headers */

@@ -111,6 +111,7 @@ struct kd_conn {
 	uint64_t congested_since_ms; /* atomic */
 	/* ...and a sender that fed one pauses its reads for a moment */
 	bool pause_after_frame, paused;
+	uint8_t pause_reason;      /* enum kd_pause_reason, for the counter */
 	struct kd_timer resume;
 	/* kernel plane: once offloaded, nothing is written to the fd again;
 	 * frames for the client go through the injector */
@@ -186,6 +187,13 @@ enum kd_ktls_result {
 	KD_KTLS_MAX,
 };
 
+/* Why a sender's reads were paused (note_congestion in derp_conn.c). */
+enum kd_pause_reason {
+	KD_PAUSE_DST_CONGESTED,   /* a destination's socket refuses writes */
+	KD_PAUSE_WORKER_BEHIND,   /* a destination's worker has a long inbox */
+	KD_PAUSE_REASONS,
+};
+
 /* Counters written by one worker only; the metrics page sums them. */
 struct kd_counters {
 	uint64_t accepts, packets_received, bytes_received, packets_received_kind[DERP_KIND_MAX];
@@ -200,6 +208,7 @@ struct kd_counters {
 	uint64_t http_requests, http_errors, conn_errors, accept_rejected;
 	uint64_t keepalives_sent, health_frames, restarting_frames, watch_updates, websocket_accepts;
 	uint64_t offloaded, offload_failed, offload_stuck;
+	uint64_t pauses[KD_PAUSE_REASONS]; /* backpressure on senders */
 	uint64_t ktls[2][KD_KTLS_MAX];       /* [tx, rx][enum kd_ktls_result] */
 	uint64_t tls_versions[3];            /* 1.2, 1.3, other */
 	double avg_queue_ms;
@@ -345,7 +354,7 @@ void kd_buf_free(struct kd_buf *b);
 void kd_conn_resume_input(struct kd_conn *c);
 /* Re-arms epoll from the connection's state (reading paused, writes waiting). */
 void kd_conn_update_events(struct kd_conn *c);
-void kd_conn_pause(struct kd_conn *c);
+void kd_conn_pause(struct kd_conn *c, enum kd_pause_reason why);
 /* Moves c to the kernel plane when it can go now (nothing buffered either way). */
 void kd_conn_try_offload(struct kd_conn *c);
 /* How long a sender pauses for a congested destination, and for how long a
@@ -360,7 +369,7 @@ void kd_conn_try_offload(struct kd_conn *c);
  * checks, KD_WATCHDOG_MS apart, is stuck: it is closed and counted. */
 #define KD_WATCHDOG_MS 2000
 #define KD_WATCHDOG_CHECKS 3
-#define KD_CONGESTION_PATIENCE_MS 50
+#define KD_CONGESTION_PATIENCE_MS 50 /* the default of cfg.congestion_patience_ms */
 /* Messages for one worker that a pass collects before handing them over
  * mid-pass rather than at its end. */
 #ifndef KD_OUTBOX_BATCH

@@ -21,6 +21,7 @@ struct bench_cfg {
 	int batch;                 /* bytes per write */
 	int server_pid;
 	int latency_interval_us;
+	uint16_t forward_port; /* raw mode through the forwarder (forward.c); 0 = direct */
 };
 
 struct bench_pair {
@@ -65,6 +66,10 @@ struct bench_latency_ctx {
 	int err;
 };
 void *bench_latency_thread(void *arg); /* arg: struct bench_latency_ctx */
+
+/* forward.c: the byte-forwarder baseline, a child process */
+int bench_forwarder_start(int threads, uint16_t *port, int *pid);
+void bench_forwarder_stop(int pid);
 
 /* cpu.c */
 struct bench_cpu_sample {

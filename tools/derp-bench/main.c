@@ -38,8 +38,10 @@ static void usage(FILE *f)
 		"  --latency            also run a ping/echo pair and report RTT percentiles\n"
 		"  --latency-interval-us U  gap between pings (default 1000)\n"
 		"  --server-pid PID     report that process's CPU (the relay)\n"
-		"  --baseline           run the relay, then the same load over raw TCP; report both\n"
-		"                       and the relay/raw ratio (needs --url)\n"
+		"  --baseline           run the relay, then the same load over raw TCP and through a\n"
+		"                       byte forwarder (a child process copying between two\n"
+		"                       connections, no DERP); report all three and their ratios\n"
+		"                       (needs --url)\n"
 		"  --json               one JSON object on stdout instead of the table\n"
 		"  --quiet              no progress lines on stderr\n",
 		BENCH_MIN_SIZE, DERP_MAX_PACKET);
@@ -103,7 +105,7 @@ struct report {
 static void print_table(const struct bench_cfg *cfg, const struct report *r)
 {
 	printf("derp-bench  %s  pairs=%d size=%d duration=%.1fs threads=%d%s\n",
-	       cfg->raw_tcp ? "raw-tcp (no relay)" : cfg->url, cfg->pairs, cfg->size, r->secs, cfg->threads,
+	       cfg->forward_port ? "byte forwarder (no DERP)" : cfg->raw_tcp ? "raw-tcp (no relay)" : cfg->url, cfg->pairs, cfg->size, r->secs, cfg->threads,
 	       cfg->rate_bps > 0 || cfg->rate_pps > 0 ? "  paced" : "  unpaced");
 	printf("  %-22s %14s\n", "metric", "value");
 	printf("  %-22s %14llu\n", "sent packets", (unsigned long long)r->sent);
@@ -131,7 +133,7 @@ static void print_table(const struct bench_cfg *cfg, const struct report *r)
 
 static void print_json(const struct bench_cfg *cfg, const struct report *r, bool newline)
 {
-	printf("{\"mode\":\"%s\",", cfg->raw_tcp ? "raw-tcp" : "relay");
+	printf("{\"mode\":\"%s\",", cfg->forward_port ? "forwarder" : cfg->raw_tcp ? "raw-tcp" : "relay");
 	if (!cfg->raw_tcp) {
 		printf("\"url\":\"");
 		for (const char *p = cfg->url; *p; p++)
@@ -312,7 +314,7 @@ int main(int argc, char **argv)
 		.pairs = 1, .size = 1400, .duration_s = 5, .batch = 65536,
 		.threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .latency_interval_us = 1000,
 	};
-	struct report r = {0}, raw = {0};
+	struct report r = {0}, raw = {0}, fwd = {0};
 	bool baseline = false;
 	int opt, err;
 
@@ -371,29 +373,44 @@ int main(int argc, char **argv)
 
 	err = run_bench(&cfg, &r);
 	if (!err && baseline) {
-		struct bench_cfg rcfg = cfg;
+		struct bench_cfg rcfg = cfg, fcfg = cfg;
 
 		/* same senders, receivers and accounting; only the path differs */
 		rcfg.raw_tcp = true;
+		rcfg.server_pid = 0;
 		err = run_bench(&rcfg, &raw);
+		fcfg.raw_tcp = true;
+		if (!err)
+			err = bench_forwarder_start(fcfg.threads > 1 ? 2 : 1, &fcfg.forward_port, &fcfg.server_pid);
+		if (!err) {
+			err = run_bench(&fcfg, &fwd);
+			bench_forwarder_stop(fcfg.server_pid);
+		}
 		if (!err && cfg.json) {
 			printf("{\"relay\":");
 			print_json(&cfg, &r, false);
 			printf(",\"raw_tcp\":");
 			print_json(&rcfg, &raw, false);
-			printf(",\"relay_to_raw_pps\":%.4f}\n", raw.pps > 0 ? r.pps / raw.pps : 0);
+			printf(",\"forwarder\":");
+			print_json(&fcfg, &fwd, false);
+			printf(",\"relay_to_raw_pps\":%.4f,\"forwarder_to_raw_pps\":%.4f,\"relay_to_forwarder_pps\":%.4f}\n",
+			       raw.pps > 0 ? r.pps / raw.pps : 0, raw.pps > 0 ? fwd.pps / raw.pps : 0,
+			       fwd.pps > 0 ? r.pps / fwd.pps : 0);
 		} else if (!err) {
 			print_table(&cfg, &r);
 			print_table(&rcfg, &raw);
-			printf("relay/raw delivered ratio: %.3f (a relay crosses two TCP connections: ~0.5 is "
-			       "the practical ceiling on one machine)\n",
-			       raw.pps > 0 ? r.pps / raw.pps : 0);
+			print_table(&fcfg, &fwd);
+			printf("delivered ratios: relay/raw %.3f, forwarder/raw %.3f, relay/forwarder %.3f\n"
+			       "(raw: one connection, no relay; forwarder: a userspace byte copier over two\n"
+			       "connections with no DERP work, the ceiling for any relay on this machine)\n",
+			       raw.pps > 0 ? r.pps / raw.pps : 0, raw.pps > 0 ? fwd.pps / raw.pps : 0,
+			       fwd.pps > 0 ? r.pps / fwd.pps : 0);
 		}
 		if (err) {
 			fprintf(stderr, "derp-bench: %s\n", strerror(-err));
 			return 1;
 		}
-		return r.conn_errors || raw.conn_errors ? 1 : 0;
+		return r.conn_errors || raw.conn_errors || fwd.conn_errors ? 1 : 0;
 	}
 	if (err) {
 		fprintf(stderr, "derp-bench: %s\n", strerror(-err));

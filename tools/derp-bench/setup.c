@@ -86,8 +86,9 @@ fail:
 	return err;
 }
 
-/* A connected loopback TCP pair through a throwaway listener. */
-static int tcp_pair(int *a, int *b)
+/* A connected loopback TCP pair through a throwaway listener; with
+ * forward_port, a's connection goes through the forwarder (forward.c). */
+static int tcp_pair(int *a, int *b, uint16_t forward_port)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t sl = sizeof(sa);
@@ -103,7 +104,16 @@ static int tcp_pair(int *a, int *b)
 		goto out;
 	}
 	*a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (*a < 0 || connect(*a, (struct sockaddr *)&sa, sizeof(sa))) {
+	if (forward_port) {
+		struct sockaddr_in via = sa;
+		uint8_t pp[2] = {(uint8_t)(ntohs(sa.sin_port) >> 8), (uint8_t)ntohs(sa.sin_port)};
+
+		via.sin_port = htons(forward_port);
+		if (*a < 0 || connect(*a, (struct sockaddr *)&via, sizeof(via)) || write(*a, pp, 2) != 2) {
+			err = *a < 0 || errno ? -errno : -EIO;
+			goto out;
+		}
+	} else if (*a < 0 || connect(*a, (struct sockaddr *)&sa, sizeof(sa))) {
 		err = -errno;
 		goto out;
 	}
@@ -125,9 +135,9 @@ out:
 }
 
 static int raw_clients(struct kd_client **tx, const struct kd_keypair *tx_key, struct kd_client **rx,
-		       const struct kd_keypair *rx_key)
+		       const struct kd_keypair *rx_key, uint16_t forward_port)
 {
-	int a, b, err = tcp_pair(&a, &b);
+	int a, b, err = tcp_pair(&a, &b, forward_port);
 
 	if (err)
 		return err;
@@ -164,7 +174,7 @@ int bench_connect_pairs(struct bench_run *run)
 	if (cfg->raw_tcp) {
 		for (int i = 0; i < n && !err; i++)
 			err = raw_clients(&run->pairs[i].tx, &run->pairs[i].tx_key, &run->pairs[i].rx,
-					  &run->pairs[i].rx_key);
+					  &run->pairs[i].rx_key, cfg->forward_port);
 		return err;
 	}
 	if (n <= 0)
@@ -206,7 +216,7 @@ int bench_connect_latency(const struct bench_cfg *cfg, struct kd_client **pinger
 	if (kd_keypair_generate(&kp[0]) || kd_keypair_generate(&kp[1]))
 		return -EIO;
 	if (cfg->raw_tcp)
-		return raw_clients(pinger, &kp[0], echo, &kp[1]);
+		return raw_clients(pinger, &kp[0], echo, &kp[1], cfg->forward_port);
 	err = connect_many(cl, keys, 2, cfg);
 	if (err)
 		return err;
