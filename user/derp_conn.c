@@ -210,8 +210,9 @@ void kd_worker_post(struct kd_worker *from, struct kd_conn *dst, struct kd_pkt *
 		return;
 	}
 	struct kd_msgvec *ob = &from->outbox[dst->w->idx];
-	if (op == KD_MSG_PACKET &&
-	    __atomic_load_n(&dst->w->inbox_backlog, __ATOMIC_RELAXED) + ob->len >= KD_INBOX_MAX) {
+	if (ob->len % KD_BACKLOG_PEEK == 0)
+		ob->backlog_seen = __atomic_load_n(&dst->w->inbox_backlog, __ATOMIC_RELAXED);
+	if (op == KD_MSG_PACKET && ob->backlog_seen + ob->len >= KD_INBOX_MAX) {
 		kd_count_drop(from, DERP_DROP_QUEUE_TAIL, p);
 		kd_pkt_free(from, p);
 		return;
@@ -477,7 +478,7 @@ static void note_congestion(struct kd_conn *from, struct kd_conn *d)
 	if (from->can_mesh)
 		return;
 	/* the destination's worker is behind: slow the sender down */
-	if (d->w != from->w && __atomic_load_n(&d->w->inbox_backlog, __ATOMIC_RELAXED) >= KD_INBOX_MAX / 2) {
+	if (d->w != from->w && from->w->outbox[d->w->idx].backlog_seen >= KD_INBOX_MAX / 2) {
 		from->pause_after_frame = true;
 		from->pause_reason = KD_PAUSE_WORKER_BEHIND;
 		return;

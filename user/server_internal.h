@@ -171,7 +171,13 @@ struct kd_msg {
 struct kd_msgvec {
 	struct kd_msg *v;
 	size_t len, cap;
+	/* outboxes: the destination worker's inbox_backlog as last read. That
+	 * counter's cache line moves with every hand-off; reading it once per
+	 * KD_BACKLOG_PEEK messages instead of per packet keeps it off the
+	 * per-packet path (the bound can be overshot by that many at most). */
+	size_t backlog_seen;
 };
+#define KD_BACKLOG_PEEK 64
 
 /* Whether kTLS engaged on a TLS connection, per direction, and why not. */
 #define KD_KTLS_RESULTS(X)                                                     \
