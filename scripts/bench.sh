@@ -85,11 +85,14 @@ print(int(r[0]["relay"]["delivered_pps"]*0.5) if r else 100000)' "$json")
 loaded=$(run latency_half --pairs 10 --size 1400 --rate "${half}pps" --latency --baseline)
 echo
 printf '%-22s %10s %10s %10s %10s\n' rtt p50_us p99_us p999_us max_us
+printf 'path\tp50_us\tp99_us\tp999_us\tmax_us\n' >"$out/latency.tsv"
 for l in idle loaded; do
 	r=${!l}
 	for m in relay raw_tcp forwarder; do
-		printf '%-22s %10s %10s %10s %10s\n' "$l/$m" "$(field "$r" $m.latency.p50_us)" \
-			"$(field "$r" $m.latency.p99_us)" "$(field "$r" $m.latency.p999_us)" "$(field "$r" $m.latency.max_us)"
+		p50=$(field "$r" $m.latency.p50_us); p99=$(field "$r" $m.latency.p99_us)
+		p999=$(field "$r" $m.latency.p999_us); pmax=$(field "$r" $m.latency.max_us)
+		printf '%-22s %10s %10s %10s %10s\n' "$l/$m" "$p50" "$p99" "$p999" "$pmax"
+		printf '%s\t%s\t%s\t%s\t%s\n' "$l/$m" "$p50" "$p99" "$p999" "$pmax" >>"$out/latency.tsv"
 	done
 done
 
@@ -122,16 +125,20 @@ fi
 
 if command -v gnuplot >/dev/null; then
 	gnuplot <<EOF 2>/dev/null && echo "plot: $out/bench.png"
-set terminal png size 1100,500
+set terminal png size 1100,900
 set output "$out/bench.png"
+set multiplot layout 2,1
 set style data histograms
 set style fill solid 0.8
-set ylabel "delivered Gbit/s (log)"
 set logscale y
 set xtics rotate by -30
 set key top left
 set datafile separator "\t"
-plot "$out/results.tsv" using 3:xtic(1) title "kderpd", "" using 8 title "byte forwarder (no DERP)", "" using 6 title "raw TCP (no relay)"
+set ylabel "delivered Gbit/s (log)"
+plot "$out/results.tsv" every ::1 using 3:xtic(1) title "kderpd", "" every ::1 using 8 title "byte forwarder (no DERP)", "" every ::1 using 6 title "raw TCP (no relay)"
+set ylabel "ping/echo RTT, us (log)"
+plot "$out/latency.tsv" every ::1 using 2:xtic(1) title "p50", "" every ::1 using 3 title "p99", "" every ::1 using 4 title "p99.9"
+unset multiplot
 EOF
 fi
 echo "results: $json $out/results.tsv"
