@@ -351,7 +351,7 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 		struct kd_admission_opts ao = {
 			.url = cfg->verify_client_url,
 			.fail_open = cfg->verify_fail_open,
-			.timeout_ms = 5000,
+			.timeout_ms = cfg->verify_timeout_ms ? (int)cfg->verify_timeout_ms : 5000,
 			.defer_threads = true, /* kd_server_start: after kd_privs_drop */
 		};
 		err = kd_admission_new(&s->adm, &ao);
@@ -490,6 +490,28 @@ int kd_server_reload(struct kd_server *s, const uint8_t *mesh_key)
 		pr_info("reload: new TLS connections use the certificates re-read from disk");
 	if (mesh_key)
 		pr_info("reload: mesh key replaced (%s)", s->cfg.has_mesh_key ? "set" : "none");
+	return err;
+}
+
+int kd_server_reconfigure_admission(struct kd_server *s, const char *url, bool fail_open,
+				    uint32_t timeout_ms)
+{
+	bool want = url && *url;
+
+	if (want != (s->adm != NULL))
+		return -EOPNOTSUPP; /* the workers' completion queues exist only with admission */
+	if (!want)
+		return 0;
+	struct kd_admission_opts ao = {
+		.url = url,
+		.fail_open = fail_open,
+		.timeout_ms = timeout_ms ? (int)timeout_ms : 5000,
+	};
+	int err = kd_admission_reconfigure(s->adm, &ao);
+	if (err == 0)
+		/* not the URL: its path may carry a token */
+		pr_info("reload: new clients are checked with the re-read webhook settings (fail-%s, timeout %d ms)",
+			fail_open ? "open" : "closed", ao.timeout_ms);
 	return err;
 }
 
