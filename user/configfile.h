@@ -41,7 +41,7 @@ struct kd_cfg_line {
 
 void kd_cfg_parser_init(struct kd_cfg_parser *p, const char *buf, size_t len);
 /* Next setting: KD_CFG_SETTING, KD_CFG_END, or a negative verdict with
- * p->line naming the bad line (parsing cannot resume after an error). */
+ * p->line naming the bad line (callers stop there: kderpd refuses the file). */
 int kd_cfg_next(struct kd_cfg_parser *p, struct kd_cfg_line *out);
 const char *kd_cfg_verdict_name(int verdict);
 

@@ -329,6 +329,7 @@ static void reload(struct kd_server *srv, const struct kd_server_config *cfg, in
 		}
 	}
 	free(buf);
+	pr_info("reload: done%s%s", *g_opts.config_file ? "; settings from " : "", g_opts.config_file);
 }
 
 /* Spec §3.1: TLS iff the port is 443/https or -certmode=manual. */
