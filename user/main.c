@@ -12,6 +12,8 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "configfile.h"
@@ -27,6 +29,7 @@
 #include "stun_server.h"
 #include "stun_xdp.h"
 #include "tls.h"
+#include "upgrade.h"
 
 
 struct opts {
@@ -403,6 +406,67 @@ static int privs_opts(struct kd_privs_opts *po, int offload)
 	return 0;
 }
 
+/* SIGUSR2 (user/upgrade.h): a new copy of this binary takes the listeners. */
+struct upgrade {
+	pid_t child;
+	int ready_fd;          /* -1: none running */
+	int64_t drain_until;   /* the child serves: exit at this time (ms), 0 = not yet */
+};
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void upgrade_start(struct upgrade *u, struct kd_server *srv, struct kd_stun_server *stun,
+			  char **argv, int ep)
+{
+	struct kd_upgrade_fd fds[KD_UPGRADE_MAX_FDS];
+	char udpkey[300], host[256];
+
+	if (u->ready_fd >= 0 || u->drain_until) {
+		pr_warn("upgrade: one is already under way (pid %d); SIGUSR2 ignored", (int)u->child);
+		return;
+	}
+	int n = kd_server_upgrade_fds(srv, fds, KD_UPGRADE_MAX_FDS - 1);
+	if (stun) {
+		host_of(g_opts.addr, host, sizeof(host));
+		snprintf(udpkey, sizeof(udpkey), "%s:%d", host, g_opts.stun_port);
+		fds[n++] = (struct kd_upgrade_fd){"udp", udpkey, kd_stun_server_fd(stun)};
+	}
+	if (kd_upgrade_spawn(argv, fds, n, &u->child, &u->ready_fd) != 0)
+		return;
+	struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 2};
+	epoll_ctl(ep, EPOLL_CTL_ADD, u->ready_fd, &ev);
+}
+
+/* The child wrote its byte (it serves) or closed the pipe (it died). */
+static void upgrade_on_ready(struct upgrade *u, struct kd_server *srv, int ep)
+{
+	char b = 0;
+	ssize_t r = read(u->ready_fd, &b, 1);
+
+	epoll_ctl(ep, EPOLL_CTL_DEL, u->ready_fd, NULL);
+	close(u->ready_fd);
+	u->ready_fd = -1;
+	if (r == 1 && b == 'R') {
+		/* handshakes accepted here just before get a moment to finish:
+		 * a client between connect and login would otherwise see a close */
+		kd_server_stop_accepting(srv);
+		u->drain_until = mono_ms() + 1000;
+		pr_info("upgrade: pid %d serves; this process stopped accepting and exits in 1 s",
+			(int)u->child);
+		return;
+	}
+	int st = 0;
+	waitpid(u->child, &st, 0);
+	pr_err("upgrade: the new process (pid %d) ended before serving (%s %d); this one keeps serving",
+	       (int)u->child, WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
 int main(int argc, char **argv)
 {
 	struct kd_server_config cfg;
@@ -566,6 +630,7 @@ int main(int argc, char **argv)
 	}
 	if (stun || *g_opts.mesh_with)
 		kd_server_set_extra_metrics(srv, stun_metrics, &planes);
+	kd_upgrade_close_untaken();
 
 	/* ports bound, BPF loaded, no thread yet: the last moment to drop */
 	if ((*po.user || po.keep != KD_CAPS_ALL) && kd_privs_drop(&po) != 0) {
@@ -581,6 +646,7 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	int sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
 
@@ -629,18 +695,38 @@ int main(int argc, char **argv)
 		ev.data.u32 = 1;
 		epoll_ctl(ep, EPOLL_CTL_ADD, kd_stun_server_fd(stun), &ev);
 	}
+	kd_upgrade_ready();
+	struct upgrade up = {.child = -1, .ready_fd = -1};
 	for (bool run = true; run;) {
 		struct epoll_event evs[4];
-		int n = epoll_wait(ep, evs, 4, -1);
+		int timeout = -1;
+		if (up.drain_until) {
+			int64_t left = up.drain_until - mono_ms();
+			if (left <= 0) {
+				pr_info("upgrade: handing over to pid %d: sending Restarting to clients and exiting",
+					(int)up.child);
+				break;
+			}
+			timeout = (int)left;
+		}
+		int n = epoll_wait(ep, evs, 4, timeout);
 		for (int i = 0; i < n; i++) {
 			if (evs[i].data.u32 == 1) {
 				kd_stun_server_on_readable(stun);
+				continue;
+			}
+			if (evs[i].data.u32 == 2) {
+				upgrade_on_ready(&up, srv, ep);
 				continue;
 			}
 			struct signalfd_siginfo si;
 			while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
 				if (si.ssi_signo == SIGHUP) {
 					reload(srv, &cfg, argc, argv);
+					continue;
+				}
+				if (si.ssi_signo == SIGUSR2) {
+					upgrade_start(&up, srv, stun, argv, ep);
 					continue;
 				}
 				pr_info("signal %u: sending Restarting to clients and shutting down", si.ssi_signo);

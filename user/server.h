@@ -82,6 +82,13 @@ int kd_server_reload(struct kd_server *s, const uint8_t *mesh_key);
  * (-EOPNOTSUPP); a bad URL keeps the old settings (-EINVAL, logged). */
 int kd_server_reconfigure_admission(struct kd_server *s, const char *url, bool fail_open,
 				    uint32_t timeout_ms);
+/* Binary upgrade: the listeners to hand to the new process (user/upgrade.h);
+ * returns how many were written. */
+struct kd_upgrade_fd;
+int kd_server_upgrade_fds(const struct kd_server *s, struct kd_upgrade_fd *out, int cap);
+/* Binary upgrade, once the new process serves: the workers stop accepting
+ * (the listening sockets stay open, shared with it); connections go on. */
+void kd_server_stop_accepting(struct kd_server *s);
 /* The plaintext port-80 listener next to TLS, or -1. */
 int kd_server_port80(const struct kd_server *s);
 bool kd_server_tls(const struct kd_server *s);
