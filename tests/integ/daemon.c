@@ -84,7 +84,7 @@ void td_track(pid_t pid)
 
 int td_start(struct td_daemon *d, const char *const *extra)
 {
-	const char *bin = td_kderpd_path();
+	const char *bin = d->bin ? d->bin : td_kderpd_path();
 	const char *argv[32];
 	char addr[32];
 	size_t n = 0;

@@ -14,6 +14,7 @@ struct td_daemon {
 	pid_t pid;
 	int port;
 	char log[96];     /* the daemon's stderr */
+	const char *bin;  /* NULL: build/kderpd */
 };
 
 /* build/kderpd next to this test binary, or NULL when it is not built. */
