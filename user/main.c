@@ -24,6 +24,8 @@
 #include "loop.h"
 #include "mesh.h"
 #include "privs.h"
+#include "relay_maps.h"
+#include "stun_wire.h"
 #include "server.h"
 #include "server_internal.h"
 #include "stun_server.h"
@@ -633,6 +635,20 @@ int main(int argc, char **argv)
 	kd_upgrade_close_untaken();
 
 	/* ports bound, BPF loaded, no thread yet: the last moment to drop */
+	static const char *const pins[] = {
+		KD_BPF_PIN_DIR,
+		KD_BPF_PIN_DIR "/" KD_STUN_PIN_CONFIG,
+		KD_BPF_PIN_DIR "/" KD_STUN_PIN_COUNTERS,
+		KD_RELAY_PIN_DIR,
+		KD_RELAY_PIN_DIR "/" KD_RELAY_MAP_SOCKS,
+		KD_RELAY_PIN_DIR "/" KD_RELAY_MAP_INJECT,
+		KD_RELAY_PIN_DIR "/" KD_RELAY_MAP_META,
+		KD_RELAY_PIN_DIR "/" KD_RELAY_MAP_CONFIG,
+		KD_RELAY_PIN_DIR "/" KD_RELAY_MAP_COUNTERS,
+		NULL,
+	};
+	if (planes.xdp || srv->offload)
+		po.chown_paths = pins;
 	if ((*po.user || po.keep != KD_CAPS_ALL) && kd_privs_drop(&po) != 0) {
 		pr_err("refusing to run with more privileges than -user/-keep-caps allow");
 		kd_server_free(srv);
