@@ -37,11 +37,20 @@ struct kd_admission_queue {
 
 enum { M_ALLOWED, M_DENIED, M_FAIL_OPEN, M_BUSY, M_CANCELED, M_STATUS, M_BAD_JSON, M_MAX };
 
-struct kd_admission {
+/* Where checks go. SIGHUP swaps in a new one (kd_admission_reconfigure);
+ * a check in flight keeps the one it started with. */
+struct target {
+	atomic_uint refs;
 	struct kd_url url;
 	SSL_CTX *tls;
 	bool fail_open;
 	int timeout_ms;
+	char url_text[300];     /* for log lines: no path, it may carry a token */
+};
+
+struct kd_admission {
+	struct target *t;       /* under mu */
+	atomic_bool fail_open;  /* t->fail_open, for the lock-free readers */
 	size_t max_pending;
 	int stop_fd; /* eventfd: readable once freeing starts, aborts requests in flight */
 
@@ -53,7 +62,6 @@ struct kd_admission {
 
 	pthread_mutex_t log_mu; /* guards log_rl, shared by the workers */
 	struct kd_ratelimit log_rl;
-	char url_text[300];     /* for log lines: no path, it may carry a token */
 
 	_Atomic uint64_t m[M_MAX];
 	_Atomic uint64_t m_err[KD_HTTP_ERR_MAX];
@@ -147,7 +155,8 @@ static void count(struct kd_admission *a, const struct kd_admission_result *res)
 
 /* An unreachable webhook is the operator's problem to know about; a dead
  * one under load must not flood the log, so a few lines per minute. */
-static void warn_unreachable(struct kd_admission *a, const struct kd_admission_result *res)
+static void warn_unreachable(struct kd_admission *a, const struct target *t,
+			     const struct kd_admission_result *res)
 {
 	uint64_t n;
 
@@ -155,20 +164,52 @@ static void warn_unreachable(struct kd_admission *a, const struct kd_admission_r
 	n = kd_ratelimit_ok(&a->log_rl, kd_http_now_ms());
 	pthread_mutex_unlock(&a->log_mu);
 	if (n > 1)
-		pr_warn("admission: %s: %s (%llu similar lines suppressed)", a->url_text, res->reason,
+		pr_warn("admission: %s: %s (%llu similar lines suppressed)", t->url_text, res->reason,
 			(unsigned long long)(n - 1));
 	else if (n)
-		pr_warn("admission: %s: %s", a->url_text, res->reason);
+		pr_warn("admission: %s: %s", t->url_text, res->reason);
 }
+
+static void target_unref(struct target *t)
+{
+	if (t && atomic_fetch_sub(&t->refs, 1) == 1) {
+		SSL_CTX_free(t->tls);
+		ERR_clear_error();
+		free(t);
+	}
+}
+
+static struct target *target_get(struct kd_admission *a)
+{
+	struct target *t;
+
+	pthread_mutex_lock(&a->mu);
+	t = a->t;
+	atomic_fetch_add(&t->refs, 1);
+	pthread_mutex_unlock(&a->mu);
+	return t;
+}
+
+static void run_check_on(struct kd_admission *a, struct target *t, const uint8_t key[32],
+			 const char *source, struct kd_admission_result *res);
 
 /* One webhook round trip in the calling thread. */
 static void run_check(struct kd_admission *a, const uint8_t key[32], const char *source,
 		      struct kd_admission_result *res)
 {
+	struct target *t = target_get(a);
+
+	run_check_on(a, t, key, source, res);
+	target_unref(t);
+}
+
+static void run_check_on(struct kd_admission *a, struct target *t, const uint8_t key[32],
+			 const char *source, struct kd_admission_result *res)
+{
 	struct kd_http_resp *r;
 	struct kd_http_post p = {
-		.url = &a->url,
-		.tls = a->tls,
+		.url = &t->url,
+		.tls = t->tls,
 		.content_type = "application/json",
 		.cancel_fd = a->stop_fd,
 	};
@@ -176,7 +217,7 @@ static void run_check(struct kd_admission *a, const uint8_t key[32], const char 
 	enum kd_http_err err;
 	int n;
 
-	p.deadline_ms = kd_http_now_ms() + (uint64_t)a->timeout_ms;
+	p.deadline_ms = kd_http_now_ms() + (uint64_t)t->timeout_ms;
 	n = kd_admission_request_format(body, sizeof(body), key, source);
 	/* ~20 KiB: too much for a small thread stack, and cheap to allocate */
 	r = malloc(sizeof(*r));
@@ -185,19 +226,19 @@ static void run_check(struct kd_admission *a, const uint8_t key[32], const char 
 
 		free(r);
 		kd_admission_judge(&none, KD_HTTP_ERR_IO, n < 0 ? "request too long" : "out of memory",
-				   key, source, a->fail_open, res);
+				   key, source, t->fail_open, res);
 		count(a, res);
 		return;
 	}
 	p.body = body;
 	p.body_len = (size_t)n;
 	err = kd_http_post(&p, r, detail, sizeof(detail));
-	kd_admission_judge(r, err, detail, key, source, a->fail_open, res);
+	kd_admission_judge(r, err, detail, key, source, t->fail_open, res);
 	free(r);
 	count(a, res);
 	pr_debug("admission: %s %s: %s", kd_http_err_name(err), source, res->reason);
 	if (res->outcome == KD_ADM_TRANSPORT)
-		warn_unreachable(a, res);
+		warn_unreachable(a, t, res);
 }
 
 /* --- queues ------------------------------------------------------------- */
@@ -312,7 +353,7 @@ static void cancel(struct kd_admission *a, struct req *r)
 {
 	static const struct kd_http_resp none;
 
-	kd_admission_judge(&none, KD_HTTP_ERR_CANCELED, NULL, r->key, r->source, a->fail_open,
+	kd_admission_judge(&none, KD_HTTP_ERR_CANCELED, NULL, r->key, r->source, atomic_load(&a->fail_open),
 			   &r->res);
 	count(a, &r->res);
 	complete(r);
@@ -394,7 +435,7 @@ int kd_admission_submit(struct kd_admission *a, struct kd_admission_queue *q,
 
 bool kd_admission_fail_open(const struct kd_admission *a)
 {
-	return a && a->fail_open;
+	return a && atomic_load(&((struct kd_admission *)a)->fail_open);
 }
 
 int kd_admission_check(struct kd_admission *a, const uint8_t key[32], const char *source_ip,
@@ -461,19 +502,67 @@ static void stop_threads(struct kd_admission *a, int n)
 		pthread_join(a->threads[i], NULL);
 }
 
-static int tls_setup(struct kd_admission *a, const struct kd_admission_opts *o)
+static int tls_setup(struct target *t, const struct kd_admission_opts *o)
 {
 	struct kd_tls_client_opts to = {
-		.sni = a->url.host,
+		.sni = t->url.host,
 		.ca_file = o->ca_file,
 		.insecure = o->insecure,
 	};
-	int err = kd_tls_client_ctx_new(&a->tls, &to);
+	int err = kd_tls_client_ctx_new(&t->tls, &to);
 
 	if (err)
 		return err;
 	/* close-delimited bodies from servers that skip close_notify still count */
-	SSL_CTX_set_options(a->tls, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	SSL_CTX_set_options(t->tls, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	return 0;
+}
+
+/* Logs once on failure, like kd_admission_new. */
+static int target_new(struct target **out, const struct kd_admission_opts *o)
+{
+	struct target *t = calloc(1, sizeof(*t));
+	int err;
+
+	*out = NULL;
+	if (!t)
+		return -ENOMEM;
+	atomic_init(&t->refs, 1);
+	if (kd_url_parse(o->url, &t->url)) {
+		pr_err("admission: -verify-client-url %s: not an http:// or https:// URL", o->url);
+		free(t);
+		return -EINVAL;
+	}
+	snprintf(t->url_text, sizeof(t->url_text), "%s%s%s%s:%u", t->url.https ? "https://" : "http://",
+		 strchr(t->url.host, ':') ? "[" : "", t->url.host, strchr(t->url.host, ':') ? "]" : "",
+		 t->url.port);
+	t->fail_open = o->fail_open;
+	t->timeout_ms = o->timeout_ms ? o->timeout_ms : KD_ADMISSION_TIMEOUT_MS;
+	if (t->url.https && (err = tls_setup(t, o))) {
+		pr_err("admission: TLS setup for %s failed", o->url);
+		target_unref(t);
+		return err;
+	}
+	*out = t;
+	return 0;
+}
+
+int kd_admission_reconfigure(struct kd_admission *a, const struct kd_admission_opts *o)
+{
+	struct target *t, *old;
+	int err;
+
+	if (!a || !o || !o->url || o->timeout_ms < 0)
+		return -EINVAL;
+	err = target_new(&t, o);
+	if (err)
+		return err;
+	pthread_mutex_lock(&a->mu);
+	old = a->t;
+	a->t = t;
+	atomic_store(&a->fail_open, t->fail_open);
+	pthread_mutex_unlock(&a->mu);
+	target_unref(old);
 	return 0;
 }
 
@@ -493,18 +582,14 @@ int kd_admission_new(struct kd_admission **out, const struct kd_admission_opts *
 	if (!a)
 		return -ENOMEM;
 	a->stop_fd = -1;
-	if (kd_url_parse(o->url, &a->url)) {
-		pr_err("admission: -verify-client-url %s: not an http:// or https:// URL", o->url);
+	err = target_new(&a->t, o);
+	if (err) {
 		free(a);
-		return -EINVAL;
+		return err;
 	}
-	snprintf(a->url_text, sizeof(a->url_text), "%s%s%s%s:%u", a->url.https ? "https://" : "http://",
-		 strchr(a->url.host, ':') ? "[" : "", a->url.host, strchr(a->url.host, ':') ? "]" : "",
-		 a->url.port);
+	atomic_init(&a->fail_open, a->t->fail_open);
 	a->log_rl = (struct kd_ratelimit)KD_RATELIMIT_INIT(5, 12000);
 	pthread_mutex_init(&a->log_mu, NULL);
-	a->fail_open = o->fail_open;
-	a->timeout_ms = o->timeout_ms ? o->timeout_ms : KD_ADMISSION_TIMEOUT_MS;
 	a->max_pending = o->max_pending ? (size_t)o->max_pending : KD_ADMISSION_MAX_PENDING;
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_cond_init(&a->cv, NULL);
@@ -512,10 +597,6 @@ int kd_admission_new(struct kd_admission **out, const struct kd_admission_opts *
 	if (a->stop_fd < 0) {
 		err = -errno;
 		pr_err("admission: eventfd: %s", strerror(errno));
-		goto fail;
-	}
-	if (a->url.https && (err = tls_setup(a, o))) {
-		pr_err("admission: TLS setup for %s failed", o->url);
 		goto fail;
 	}
 	a->nwant = n;
@@ -563,8 +644,7 @@ void kd_admission_free(struct kd_admission *a)
 		cancel(a, r);
 	}
 	a->head = a->tail = NULL;
-	SSL_CTX_free(a->tls);
-	ERR_clear_error();
+	target_unref(a->t);
 	if (a->stop_fd >= 0)
 		close(a->stop_fd);
 	pthread_cond_destroy(&a->cv);

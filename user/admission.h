@@ -74,6 +74,11 @@ int kd_admission_new(struct kd_admission **out, const struct kd_admission_opts *
 /* With defer_threads: starts them (checks queue until then); 0 or the
  * pthread error as -errno; a no-op once they run. */
 int kd_admission_start(struct kd_admission *a);
+/* SIGHUP: checks that start from now on use o's url, fail_open, timeout_ms,
+ * ca_file and insecure (threads and max_pending stay); checks in flight
+ * finish against the old webhook. Logs once on failure and keeps the old
+ * settings: 0, -EINVAL, -ENOMEM, -EIO. */
+int kd_admission_reconfigure(struct kd_admission *a, const struct kd_admission_opts *o);
 /* NULL-safe. Aborts requests in flight and completes every queued and
  * in-flight request as KD_ADM_CANCELED (allow false) on its queue, then
  * joins the threads. */

@@ -68,7 +68,7 @@ static int parse_bool(const char *v, bool *out)
 	return -EINVAL;
 }
 
-static int set_value(struct kd_flag *f, const char *v)
+int kd_flag_set_value(struct kd_flag *f, const char *v)
 {
 	char *end;
 
@@ -133,7 +133,7 @@ int kd_flags_parse(struct kd_flag *flags, size_t n, int argc, char **argv)
 			fprintf(stderr, "flag needs an argument: -%s\n", f->name);
 			return -EINVAL;
 		}
-		if (set_value(f, v) != 0) {
+		if (kd_flag_set_value(f, v) != 0) {
 			fprintf(stderr, "invalid value \"%s\" for flag -%s\n", v, f->name);
 			return -EINVAL;
 		}

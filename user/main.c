@@ -12,8 +12,11 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "configfile.h"
 #include "flags.h"
 #include "http.h"
 #include "keyfile.h"
@@ -21,21 +24,24 @@
 #include "loop.h"
 #include "mesh.h"
 #include "privs.h"
+#include "relay_maps.h"
+#include "stun_wire.h"
 #include "server.h"
 #include "server_internal.h"
 #include "stun_server.h"
 #include "stun_xdp.h"
 #include "tls.h"
+#include "upgrade.h"
 
 
 struct opts {
 	bool dev, version, derp, stun, verbose, verify_clients, ace, verify_fail_open, mesh_insecure;
 	const char *addr, *key_file, *hostname, *certmode, *certdir, *home, *mesh_psk_file, *mesh_with;
 	const char *verify_client_url, *rate_config, *stun_xdp, *offload, *bootstrap_dns, *unpub_dns;
-	const char *secrets_url, *stun_xdp_mode, *tls_max, *mesh_ca_file, *user, *keep_caps;
+	const char *secrets_url, *stun_xdp_mode, *tls_max, *mesh_ca_file, *user, *keep_caps, *config_file;
 	int http_port, stun_port, workers, accept_burst, queue_depth;
 	double accept_limit;
-	unsigned tcp_keepalive_ms, tcp_user_timeout_ms, tcp_write_timeout_ms;
+	unsigned tcp_keepalive_ms, tcp_user_timeout_ms, tcp_write_timeout_ms, verify_timeout_ms;
 };
 
 static struct opts g_opts = {
@@ -61,6 +67,8 @@ static struct opts g_opts = {
 	.tls_max = "1.3",
 	.user = "",
 	.keep_caps = "",
+	.config_file = "",
+	.verify_timeout_ms = 5000,
 	.http_port = 80,
 	.stun_port = 3478,
 	.accept_burst = 0,
@@ -92,6 +100,7 @@ static struct kd_flag g_flags[] = {
 	{"verify-clients", KD_FLAG_BOOL, &g_opts.verify_clients, "admission via local tailscaled (not supported yet)", false},
 	{"verify-client-url", KD_FLAG_STRING, &g_opts.verify_client_url, "admission webhook URL: POST {\"NodePublic\",\"Source\"}, expects {\"Allow\":true}", false},
 	{"verify-client-url-fail-open", KD_FLAG_BOOL, &g_opts.verify_fail_open, "admit clients when the webhook is unreachable (kderp default false; derper's is true)", false},
+	{"verify-client-url-timeout", KD_FLAG_DURATION_MS, &g_opts.verify_timeout_ms, "kderp: deadline of one admission webhook request", false},
 	{"rate-config", KD_FLAG_STRING, &g_opts.rate_config, "per-client rate limit JSON (not supported yet)", false},
 	{"accept-connection-limit", KD_FLAG_DOUBLE, &g_opts.accept_limit, "rate of accepted connections per second (token bucket); 0 = unlimited", false},
 	{"accept-connection-burst", KD_FLAG_INT, &g_opts.accept_burst, "burst of the accept token bucket", false},
@@ -110,8 +119,57 @@ static struct kd_flag g_flags[] = {
 	{"user", KD_FLAG_STRING, &g_opts.user, "kderp: after binding and loading BPF, switch to this user (name or uid); default: stay", false},
 	{"keep-caps", KD_FLAG_STRING, &g_opts.keep_caps, "kderp: capabilities to keep after startup, e.g. net_bind_service,net_admin (default: net_bind_service, plus net_admin,bpf,perfmon with -stun-xdp or -offload=sockmap; \"all\" keeps everything)", false},
 	{"verbose", KD_FLAG_BOOL, &g_opts.verbose, "kderp: debug logging", false},
+	{"config-file", KD_FLAG_STRING, &g_opts.config_file, "kderp: file of `name = value` lines with these flag names; command-line flags win; SIGHUP re-reads it", false},
 };
 #define NFLAGS (sizeof(g_flags) / sizeof(g_flags[0]))
+
+static struct opts g_defaults;
+static char *g_cfgbuf; /* the config file the running g_opts strings point into */
+
+/* g_flags describes g_opts; the same table aimed at another struct opts
+ * (a reload parses into a scratch copy and applies only what may change). */
+static void bind_flags(struct kd_flag *dst, struct opts *o)
+{
+	for (size_t i = 0; i < NFLAGS; i++) {
+		dst[i] = g_flags[i];
+		dst[i].ptr = (char *)o + ((char *)g_flags[i].ptr - (char *)&g_opts);
+		dst[i].set = false;
+	}
+}
+
+/* Defaults, then the file, then the command line over it. *buf keeps the
+ * file's strings alive. */
+static int read_opts(struct opts *o, struct kd_flag *table, const char *path, int argc, char **argv,
+		     char **buf)
+{
+	*o = g_defaults;
+	bind_flags(table, o);
+	if (kd_configfile_apply(path, table, NFLAGS, buf) != 0)
+		return -EINVAL;
+	if (kd_flags_parse(table, NFLAGS, argc, argv) != 0) {
+		free(*buf);
+		*buf = NULL;
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static bool flag_differs(const struct kd_flag *a, const struct kd_flag *b)
+{
+	switch (a->type) {
+	case KD_FLAG_BOOL:
+		return *(bool *)a->ptr != *(bool *)b->ptr;
+	case KD_FLAG_STRING:
+		return strcmp(*(const char **)a->ptr, *(const char **)b->ptr) != 0;
+	case KD_FLAG_INT:
+		return *(int *)a->ptr != *(int *)b->ptr;
+	case KD_FLAG_DOUBLE:
+		return *(double *)a->ptr != *(double *)b->ptr;
+	case KD_FLAG_DURATION_MS:
+		return *(unsigned *)a->ptr != *(unsigned *)b->ptr;
+	}
+	return false;
+}
 
 static bool flag_set(const char *name)
 {
@@ -164,7 +222,7 @@ static int load_identity(struct kd_server_config *cfg)
 	return kd_keyfile_load_or_create(path, &cfg->keys);
 }
 
-static int load_mesh_key(struct kd_server_config *cfg)
+static int load_mesh_key_from(struct kd_server_config *cfg, const char *psk_file)
 {
 	if (g_opts.dev) {
 		const char *env = getenv("TAILSCALE_DERPER_MESH_KEY");
@@ -177,14 +235,106 @@ static int load_mesh_key(struct kd_server_config *cfg)
 		cfg->has_mesh_key = true;
 		return 0;
 	}
-	if (!*g_opts.mesh_psk_file)
+	if (!*psk_file)
 		return 0;
-	if (kd_meshkey_load(g_opts.mesh_psk_file, cfg->mesh_key) != 0) {
-		pr_err("invalid mesh key in %s", g_opts.mesh_psk_file);
+	if (kd_meshkey_load(psk_file, cfg->mesh_key) != 0) {
+		pr_err("invalid mesh key in %s", psk_file);
 		return -EINVAL;
 	}
 	cfg->has_mesh_key = !sodium_is_zero(cfg->mesh_key, sizeof(cfg->mesh_key));
 	return 0;
+}
+
+static int load_mesh_key(struct kd_server_config *cfg)
+{
+	return load_mesh_key_from(cfg, g_opts.mesh_psk_file);
+}
+
+/* What SIGHUP may change in a running daemon; everything else is bound
+ * into listeners, threads, BPF or credentials at startup. */
+static bool reloadable(const char *name)
+{
+	static const char *const names[] = {"verify-client-url", "verify-client-url-fail-open",
+					    "verify-client-url-timeout", "mesh-psk-file", "verbose"};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(name, names[i]))
+			return true;
+	return false;
+}
+
+/* Strings a reload keeps: the scratch file buffer is freed afterwards. */
+static char *g_reload_strs[2];
+
+static const char *keep_str(int slot, const char *v)
+{
+	char *d = strdup(v);
+
+	if (!d)
+		return NULL;
+	free(g_reload_strs[slot]);
+	g_reload_strs[slot] = d;
+	return d;
+}
+
+/* SIGHUP: certificates and the mesh key are always re-read; with
+ * -config-file the file is re-read too and the admission settings in it
+ * apply to clients that log in from now on. A file that does not parse
+ * changes nothing (certificates included: the operator fixes and HUPs). */
+static void reload(struct kd_server *srv, const struct kd_server_config *cfg, int argc, char **argv)
+{
+	struct kd_server_config fresh = *cfg;
+	struct kd_flag table[NFLAGS], cur[NFLAGS];
+	struct opts o = g_opts;
+	char *buf = NULL;
+
+	if (*g_opts.config_file) {
+		if (read_opts(&o, table, g_opts.config_file, argc, argv, &buf) != 0) {
+			pr_err("reload: %s does not parse; every setting keeps its running value",
+			       g_opts.config_file);
+			return;
+		}
+		bind_flags(cur, &g_opts);
+		for (size_t i = 0; i < NFLAGS; i++) {
+			bool mesh_off = !strcmp(table[i].name, "mesh-psk-file") && !*o.mesh_psk_file;
+			if ((!reloadable(table[i].name) || mesh_off) && flag_differs(&cur[i], &table[i]))
+				pr_warn("reload: -%s changed in %s: needs a restart; the running value stays",
+					table[i].name, g_opts.config_file);
+		}
+		if (!*o.mesh_psk_file)
+			o.mesh_psk_file = g_opts.mesh_psk_file;
+	}
+	bool mesh = *o.mesh_psk_file && !g_opts.dev && load_mesh_key_from(&fresh, o.mesh_psk_file) == 0;
+	kd_server_reload(srv, mesh ? fresh.mesh_key : NULL);
+	sodium_memzero(&fresh, sizeof(fresh));
+	if (mesh && strcmp(o.mesh_psk_file, g_opts.mesh_psk_file)) {
+		const char *p = keep_str(0, o.mesh_psk_file);
+		if (p)
+			g_opts.mesh_psk_file = p;
+	}
+	if (o.verbose != g_opts.verbose) {
+		kd_log_set_level(o.verbose ? KD_LOG_DEBUG : KD_LOG_INFO);
+		g_opts.verbose = o.verbose;
+	}
+	if (strcmp(o.verify_client_url, g_opts.verify_client_url) || o.verify_fail_open != g_opts.verify_fail_open ||
+	    o.verify_timeout_ms != g_opts.verify_timeout_ms) {
+		int err = kd_server_reconfigure_admission(srv, o.verify_client_url, o.verify_fail_open,
+							  o.verify_timeout_ms);
+		if (err == -EOPNOTSUPP) {
+			pr_warn("reload: -verify-client-url %s in %s: turning admission on or off needs a restart; "
+				"the running value stays", *o.verify_client_url ? "set" : "cleared", g_opts.config_file);
+		} else if (err == 0) {
+			const char *u = keep_str(1, o.verify_client_url);
+			if (u) {
+				g_opts.verify_client_url = u;
+				g_opts.verify_fail_open = o.verify_fail_open;
+				g_opts.verify_timeout_ms = o.verify_timeout_ms;
+			}
+		} else {
+			pr_err("reload: admission settings unchanged: %s", strerror(-err));
+		}
+	}
+	free(buf);
+	pr_info("reload: done%s%s", *g_opts.config_file ? "; settings from " : "", g_opts.config_file);
 }
 
 /* Spec §3.1: TLS iff the port is 443/https or -certmode=manual. */
@@ -258,6 +408,67 @@ static int privs_opts(struct kd_privs_opts *po, int offload)
 	return 0;
 }
 
+/* SIGUSR2 (user/upgrade.h): a new copy of this binary takes the listeners. */
+struct upgrade {
+	pid_t child;
+	int ready_fd;          /* -1: none running */
+	int64_t drain_until;   /* the child serves: exit at this time (ms), 0 = not yet */
+};
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void upgrade_start(struct upgrade *u, struct kd_server *srv, struct kd_stun_server *stun,
+			  char **argv, int ep)
+{
+	struct kd_upgrade_fd fds[KD_UPGRADE_MAX_FDS];
+	char udpkey[300], host[256];
+
+	if (u->ready_fd >= 0 || u->drain_until) {
+		pr_warn("upgrade: one is already under way (pid %d); SIGUSR2 ignored", (int)u->child);
+		return;
+	}
+	int n = kd_server_upgrade_fds(srv, fds, KD_UPGRADE_MAX_FDS - 1);
+	if (stun) {
+		host_of(g_opts.addr, host, sizeof(host));
+		snprintf(udpkey, sizeof(udpkey), "%s:%d", host, g_opts.stun_port);
+		fds[n++] = (struct kd_upgrade_fd){"udp", udpkey, kd_stun_server_fd(stun)};
+	}
+	if (kd_upgrade_spawn(argv, fds, n, &u->child, &u->ready_fd) != 0)
+		return;
+	struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 2};
+	epoll_ctl(ep, EPOLL_CTL_ADD, u->ready_fd, &ev);
+}
+
+/* The child wrote its byte (it serves) or closed the pipe (it died). */
+static void upgrade_on_ready(struct upgrade *u, struct kd_server *srv, int ep)
+{
+	char b = 0;
+	ssize_t r = read(u->ready_fd, &b, 1);
+
+	epoll_ctl(ep, EPOLL_CTL_DEL, u->ready_fd, NULL);
+	close(u->ready_fd);
+	u->ready_fd = -1;
+	if (r == 1 && b == 'R') {
+		/* handshakes accepted here just before get a moment to finish:
+		 * a client between connect and login would otherwise see a close */
+		kd_server_stop_accepting(srv);
+		u->drain_until = mono_ms() + 1000;
+		pr_info("upgrade: pid %d serves; this process stopped accepting and exits in 1 s",
+			(int)u->child);
+		return;
+	}
+	int st = 0;
+	waitpid(u->child, &st, 0);
+	pr_err("upgrade: the new process (pid %d) ended before serving (%s %d); this one keeps serving",
+	       (int)u->child, WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
 int main(int argc, char **argv)
 {
 	struct kd_server_config cfg;
@@ -267,9 +478,20 @@ int main(int argc, char **argv)
 	int err;
 
 	kd_server_config_defaults(&cfg);
+	g_defaults = g_opts;
 	if (kd_flags_parse(g_flags, NFLAGS, argc, argv) != 0) {
 		kd_flags_usage(g_flags, NFLAGS, argv[0]);
 		return 2;
+	}
+	if (*g_opts.config_file) {
+		struct kd_flag table[NFLAGS];
+		struct opts o;
+		const char *path = g_opts.config_file;
+		if (read_opts(&o, table, path, argc, argv, &g_cfgbuf) != 0)
+			return 2;
+		g_opts = o;
+		for (size_t i = 0; i < NFLAGS; i++)
+			g_flags[i].set = table[i].set;
 	}
 	if (g_opts.version) {
 		printf("kderpd %s\n", KDERP_VERSION);
@@ -334,6 +556,7 @@ int main(int argc, char **argv)
 	cfg.verify_client_url = g_opts.verify_client_url;
 	cfg.offload = !strcmp(g_opts.offload, "sockmap") ? 1 : !strcmp(g_opts.offload, "auto") ? 2 : 0;
 	cfg.verify_fail_open = g_opts.verify_fail_open;
+	cfg.verify_timeout_ms = g_opts.verify_timeout_ms;
 	cfg.accept_burst = g_opts.accept_burst > 0 ? (uint32_t)g_opts.accept_burst
 			   : g_opts.accept_limit > 0  ? (uint32_t)(g_opts.accept_limit < 1 ? 1 : g_opts.accept_limit)
 						      : 0;
@@ -409,8 +632,23 @@ int main(int argc, char **argv)
 	}
 	if (stun || *g_opts.mesh_with)
 		kd_server_set_extra_metrics(srv, stun_metrics, &planes);
+	kd_upgrade_close_untaken();
 
 	/* ports bound, BPF loaded, no thread yet: the last moment to drop */
+	static const char *const pins[] = {
+		KD_BPF_PIN_DIR,
+		KD_BPF_PIN_DIR "/" KD_STUN_PIN_CONFIG,
+		KD_BPF_PIN_DIR "/" KD_STUN_PIN_COUNTERS,
+		KD_RELAY_PIN_DIR,
+		KD_RELAY_PIN_DIR "/" KD_RELAY_MAP_SOCKS,
+		KD_RELAY_PIN_DIR "/" KD_RELAY_MAP_INJECT,
+		KD_RELAY_PIN_DIR "/" KD_RELAY_MAP_META,
+		KD_RELAY_PIN_DIR "/" KD_RELAY_MAP_CONFIG,
+		KD_RELAY_PIN_DIR "/" KD_RELAY_MAP_COUNTERS,
+		NULL,
+	};
+	if (planes.xdp || srv->offload)
+		po.chown_paths = pins;
 	if ((*po.user || po.keep != KD_CAPS_ALL) && kd_privs_drop(&po) != 0) {
 		pr_err("refusing to run with more privileges than -user/-keep-caps allow");
 		kd_server_free(srv);
@@ -424,6 +662,7 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	int sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
 
@@ -472,21 +711,38 @@ int main(int argc, char **argv)
 		ev.data.u32 = 1;
 		epoll_ctl(ep, EPOLL_CTL_ADD, kd_stun_server_fd(stun), &ev);
 	}
+	kd_upgrade_ready();
+	struct upgrade up = {.child = -1, .ready_fd = -1};
 	for (bool run = true; run;) {
 		struct epoll_event evs[4];
-		int n = epoll_wait(ep, evs, 4, -1);
+		int timeout = -1;
+		if (up.drain_until) {
+			int64_t left = up.drain_until - mono_ms();
+			if (left <= 0) {
+				pr_info("upgrade: handing over to pid %d: sending Restarting to clients and exiting",
+					(int)up.child);
+				break;
+			}
+			timeout = (int)left;
+		}
+		int n = epoll_wait(ep, evs, 4, timeout);
 		for (int i = 0; i < n; i++) {
 			if (evs[i].data.u32 == 1) {
 				kd_stun_server_on_readable(stun);
 				continue;
 			}
+			if (evs[i].data.u32 == 2) {
+				upgrade_on_ready(&up, srv, ep);
+				continue;
+			}
 			struct signalfd_siginfo si;
 			while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
 				if (si.ssi_signo == SIGHUP) {
-					struct kd_server_config fresh = cfg;
-					bool mesh = *g_opts.mesh_psk_file && !g_opts.dev && load_mesh_key(&fresh) == 0;
-					kd_server_reload(srv, mesh ? fresh.mesh_key : NULL);
-					sodium_memzero(&fresh, sizeof(fresh));
+					reload(srv, &cfg, argc, argv);
+					continue;
+				}
+				if (si.ssi_signo == SIGUSR2) {
+					upgrade_start(&up, srv, stun, argv, ep);
 					continue;
 				}
 				pr_info("signal %u: sending Restarting to clients and shutting down", si.ssi_signo);
@@ -503,5 +759,8 @@ int main(int argc, char **argv)
 	kd_stun_server_close(stun);
 	close(ep);
 	close(sfd);
+	free(g_reload_strs[0]);
+	free(g_reload_strs[1]);
+	free(g_cfgbuf);
 	return 0;
 }

@@ -34,6 +34,7 @@
 struct kd_offload {
 	struct relay_bpf *skel;
 	char pin_dir[256]; /* empty: not pinned */
+	int pin_dirfd;     /* opened as root: unpins after -user (see unpin_all) */
 	int rcvbuf;
 	int inj_wr;     /* daemon's end: route + frame are written here */
 	int inj_rd;     /* in relay_inject; its verdict redirects */
@@ -137,14 +138,17 @@ static int ensure_bpffs(const char *dir)
 	return 0;
 }
 
-static void unpin_all(const char *dir)
+/* dirfd >= 0: relative to it, since a daemon that dropped to -user cannot
+ * walk /sys/fs/bpf (mode 0700) to reach the directory by name */
+static void unpin_all(const char *dir, int dirfd)
 {
 	char path[PATH_MAX];
 
 	for (size_t i = 0; i < sizeof(pinned_maps) / sizeof(pinned_maps[0]); i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, pinned_maps[i]);
-		if (unlink(path) < 0 && errno != ENOENT)
-			pr_warn("offload: unlink stale pin %s: %s", path, strerror(errno));
+		int r = dirfd >= 0 ? unlinkat(dirfd, pinned_maps[i], 0) : unlink(path);
+		if (r < 0 && errno != ENOENT)
+			pr_warn("offload: unlink pin %s: %s", path, strerror(errno));
 	}
 }
 
@@ -297,6 +301,7 @@ int kd_offload_open(struct kd_offload **out, const struct kd_offload_opts *opts)
 	if (!o)
 		return -ENOMEM;
 	o->inj_wr = o->inj_rd = -1;
+	o->pin_dirfd = -1;
 	pthread_mutex_init(&o->inj_lock, NULL);
 	o->rcvbuf = opts->rcvbuf > (int)KD_RELAY_MIN_RCVBUF ? opts->rcvbuf : 2 * (int)KD_RELAY_MIN_RCVBUF;
 	o->ncpus = libbpf_num_possible_cpus();
@@ -344,10 +349,11 @@ int kd_offload_open(struct kd_offload **out, const struct kd_offload_opts *opts)
 			o->pin_dir[0] = '\0';
 			goto fail;
 		}
-		unpin_all(o->pin_dir);
+		unpin_all(o->pin_dir, -1);
 		err = pin_all(o);
 		if (err)
 			goto fail;
+		o->pin_dirfd = open(o->pin_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	}
 	*out = o;
 	return 0;
@@ -370,11 +376,13 @@ void kd_offload_close(struct kd_offload *o)
 			detach_map(o, bpf_map__fd(o->skel->maps.relay_inject));
 		}
 		if (o->pin_dir[0]) {
-			unpin_all(o->pin_dir);
+			unpin_all(o->pin_dir, o->pin_dirfd);
 			rmdir(o->pin_dir); /* only if empty: others may pin there too */
 		}
 		relay_bpf__destroy(o->skel);
 	}
+	if (o->pin_dirfd >= 0)
+		close(o->pin_dirfd);
 	pthread_mutex_destroy(&o->inj_lock);
 	free(o);
 }

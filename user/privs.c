@@ -243,6 +243,11 @@ int kd_privs_drop(const struct kd_privs_opts *o)
 		pr_err("privileges: capget: %s", strerror(-err));
 		return err;
 	}
+	/* bpffs supports chown; unlinking a pin takes write on its directory */
+	for (const char *const *p = o->chown_paths; change_user && p && *p; p++)
+		if (lchown(*p, uid, gid) != 0 && errno != ENOENT)
+			pr_warn("privileges: chown %s to uid %u: %s; it stays behind at exit", *p, (unsigned)uid,
+				strerror(errno));
 	keep = o->keep & prm;
 	drop_bounding(keep, eff);
 	/* already that user and group (a unit's User=): setgroups would need

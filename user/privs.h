@@ -16,6 +16,10 @@ struct kd_privs_opts {
 	const char *user;  /* name or numeric uid to become; NULL or "" = stay */
 	const char *group; /* NULL or "" = the user's primary group */
 	uint64_t keep;     /* KD_CAP(CAP_...) bits to keep in effective+permitted */
+	/* NULL-ended; with a user switch, chowned to it first (missing ones
+	 * skipped): BPF pins and their directory, so the exit path, no longer
+	 * root, can unpin them */
+	const char *const *chown_paths;
 };
 
 /* Switches user (with setgroups/setresgid/setresuid under PR_SET_KEEPCAPS),

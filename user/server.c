@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "server_internal.h"
+#include "upgrade.h"
 #include "tls.h"
 
 #define KD_SCRATCH (256u << 10)
@@ -35,12 +36,29 @@ void kd_server_config_defaults(struct kd_server_config *cfg)
 }
 
 /* ":443" -> dual-stack [::]:443; "ip:port"; "[v6]:port"; "host:port". */
-static int listen_on(const char *addr, int *port_out, const struct kd_server_config *cfg)
+static int port_of(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+		return -1;
+	return ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+					     : ((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+static int listen_on(const char *kind, const char *addr, int *port_out, const struct kd_server_config *cfg)
 {
 	char host[256] = "", port[16];
 	const char *colon = strrchr(addr, ':');
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
-	int fd = -1, one = 1, err;
+	int fd = kd_upgrade_take(kind, addr), one = 1, err;
+
+	/* a binary upgrade: the previous process's socket, its queue and all */
+	if (fd >= 0) {
+		*port_out = port_of(fd);
+		return fd;
+	}
 
 	if (!colon || strlen(colon + 1) >= sizeof(port) || (size_t)(colon - addr) >= sizeof(host)) {
 		pr_err("listen address %s: want host:port or :port", addr);
@@ -82,11 +100,7 @@ static int listen_on(const char *addr, int *port_out, const struct kd_server_con
 	}
 	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0)
 		goto fail;
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	getsockname(fd, (struct sockaddr *)&ss, &sl);
-	*port_out = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-						  : ((struct sockaddr_in6 *)&ss)->sin6_port);
+	*port_out = port_of(fd);
 	freeaddrinfo(ai);
 	return fd;
 fail:
@@ -154,6 +168,9 @@ static bool accept_failed(struct kd_worker *w, int err)
 static void on_accept_resume(struct kd_timer *t)
 {
 	struct kd_worker *w = (struct kd_worker *)((char *)t - offsetof(struct kd_worker, accept_resume));
+
+	if (__atomic_load_n(&w->srv->draining, __ATOMIC_ACQUIRE))
+		return;
 
 	if (!w->listen_io.events && kd_io_add(w->loop, &w->listen_io, EPOLLIN | EPOLLEXCLUSIVE) != 0)
 		pr_err("worker %d: resume accepting: %s", w->idx, strerror(errno));
@@ -310,7 +327,7 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 		pthread_rwlock_init(&s->reg_locks[i].l, NULL);
 	s->reg_gen = 1; /* 0 marks an empty lookup cache */
 
-	s->listen_fd = listen_on(cfg->addr, &s->port, cfg);
+	s->listen_fd = listen_on("tcp", cfg->addr, &s->port, cfg);
 	if (s->listen_fd < 0) {
 		err = s->listen_fd;
 		goto fail;
@@ -336,11 +353,11 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 				"-tls-max-version=1.2 gets it both ways");
 		if (cfg->http_port >= 0) {
 			/* the plaintext listener binds the same host as -a (spec §3.1) */
-			char a80[300];
 			const char *colon = strrchr(cfg->addr, ':');
-			snprintf(a80, sizeof(a80), "%.*s:%d", (int)(colon - cfg->addr), cfg->addr, cfg->http_port);
+			snprintf(s->addr80, sizeof(s->addr80), "%.*s:%d", (int)(colon - cfg->addr), cfg->addr,
+				 cfg->http_port);
 			int p80;
-			s->listen80_fd = listen_on(a80, &p80, cfg);
+			s->listen80_fd = listen_on("tcp80", s->addr80, &p80, cfg);
 			if (s->listen80_fd < 0) {
 				err = s->listen80_fd;
 				goto fail;
@@ -352,7 +369,7 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 		struct kd_admission_opts ao = {
 			.url = cfg->verify_client_url,
 			.fail_open = cfg->verify_fail_open,
-			.timeout_ms = 5000,
+			.timeout_ms = cfg->verify_timeout_ms ? (int)cfg->verify_timeout_ms : 5000,
 			.defer_threads = true, /* kd_server_start: after kd_privs_drop */
 		};
 		err = kd_admission_new(&s->adm, &ao);
@@ -492,6 +509,53 @@ int kd_server_reload(struct kd_server *s, const uint8_t *mesh_key)
 	if (mesh_key)
 		pr_info("reload: mesh key replaced (%s)", s->cfg.has_mesh_key ? "set" : "none");
 	return err;
+}
+
+int kd_server_reconfigure_admission(struct kd_server *s, const char *url, bool fail_open,
+				    uint32_t timeout_ms)
+{
+	bool want = url && *url;
+
+	if (want != (s->adm != NULL))
+		return -EOPNOTSUPP; /* the workers' completion queues exist only with admission */
+	if (!want)
+		return 0;
+	struct kd_admission_opts ao = {
+		.url = url,
+		.fail_open = fail_open,
+		.timeout_ms = timeout_ms ? (int)timeout_ms : 5000,
+	};
+	int err = kd_admission_reconfigure(s->adm, &ao);
+	if (err == 0)
+		/* not the URL: its path may carry a token */
+		pr_info("reload: new clients are checked with the re-read webhook settings (fail-%s, timeout %d ms)",
+			fail_open ? "open" : "closed", ao.timeout_ms);
+	return err;
+}
+
+void kd_server_stop_accepting(struct kd_server *s)
+{
+	__atomic_store_n(&s->draining, true, __ATOMIC_RELEASE);
+	/* from this thread: epoll_ctl is safe against a worker in epoll_wait,
+	 * and one that is inside accept_batch just finishes its batch */
+	for (int i = 0; i < s->nworkers; i++) {
+		struct kd_worker *w = &s->workers[i];
+		if (w->listen_io.events)
+			kd_io_del(w->loop, &w->listen_io);
+		if (w->listen80_io.cb && w->listen80_io.events)
+			kd_io_del(w->loop, &w->listen80_io);
+	}
+}
+
+int kd_server_upgrade_fds(const struct kd_server *s, struct kd_upgrade_fd *out, int cap)
+{
+	int n = 0;
+
+	if (n < cap && s->listen_fd >= 0)
+		out[n++] = (struct kd_upgrade_fd){"tcp", s->cfg.addr, s->listen_fd};
+	if (n < cap && s->listen80_fd >= 0)
+		out[n++] = (struct kd_upgrade_fd){"tcp80", s->addr80, s->listen80_fd};
+	return n;
 }
 
 int kd_server_port80(const struct kd_server *s)

@@ -37,6 +37,7 @@ struct kd_server_config {
 	/* admission webhook (spec §7.10b); NULL = everyone admitted */
 	const char *verify_client_url;
 	bool verify_fail_open;       /* kderp default false (derper: true) */
+	uint32_t verify_timeout_ms;  /* whole webhook request; 0 = 5000 */
 	/* kernel plane: 0 off, 1 sockmap (every plain-TCP client), 2 auto */
 	int offload;
 	/* mesh */
@@ -79,6 +80,19 @@ int kd_server_port(const struct kd_server *s);
  * mesh_key is not NULL, replaces the mesh key; connections stay up. A
  * certificate that fails to load leaves the old one serving (-errno). */
 int kd_server_reload(struct kd_server *s, const uint8_t *mesh_key);
+/* SIGHUP with -config-file: clients that log in from now on are checked
+ * against this webhook; checks in flight finish against the old one and
+ * connections stay up. Turning admission on or off needs a restart
+ * (-EOPNOTSUPP); a bad URL keeps the old settings (-EINVAL, logged). */
+int kd_server_reconfigure_admission(struct kd_server *s, const char *url, bool fail_open,
+				    uint32_t timeout_ms);
+/* Binary upgrade: the listeners to hand to the new process (user/upgrade.h);
+ * returns how many were written. */
+struct kd_upgrade_fd;
+int kd_server_upgrade_fds(const struct kd_server *s, struct kd_upgrade_fd *out, int cap);
+/* Binary upgrade, once the new process serves: the workers stop accepting
+ * (the listening sockets stay open, shared with it); connections go on. */
+void kd_server_stop_accepting(struct kd_server *s);
 /* The plaintext port-80 listener next to TLS, or -1. */
 int kd_server_port80(const struct kd_server *s);
 bool kd_server_tls(const struct kd_server *s);

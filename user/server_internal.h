@@ -308,6 +308,8 @@ struct kd_server {
 	void *extra_metrics_arg;
 	int listen_fd, listen80_fd;
 	int port, port80;
+	char addr80[300];         /* the plaintext listener's address, as built from -a */
+	bool draining;            /* atomic: an upgrade took over accepting */
 	SSL_CTX *tls;
 	struct kd_admission *adm;
 	struct kd_offload *offload;

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "stun.h"
 #include "stun_server.h"
+#include "upgrade.h"
 
 #define STUN_BATCH 64
 #define STUN_RX_BUF 512
@@ -80,6 +81,12 @@ struct kd_stun_server *kd_stun_server_open(const char *host, int port)
 		return NULL;
 	}
 	snprintf(portstr, sizeof(portstr), "%d", port);
+	char key[300];
+	snprintf(key, sizeof(key), "%s:%d", wildcard ? "" : host, port);
+	/* a binary upgrade hands over the bound socket: no gap in answers */
+	fd = kd_upgrade_take("udp", key);
+	if (fd >= 0)
+		goto bound;
 	if (wildcard)
 		hints.ai_family = AF_INET6;
 	rc = getaddrinfo(wildcard ? "::" : host, portstr, &hints, &res);
@@ -108,6 +115,7 @@ struct kd_stun_server *kd_stun_server_open(const char *host, int port)
 		errno = -fd;
 		return NULL;
 	}
+bound:;
 
 	struct kd_stun_server *s = calloc(1, sizeof(*s));
 

@@ -2,6 +2,7 @@
 /* XDP STUN responder loader: skeleton open → load → config → pin → attach,
  * one NULL-safe teardown that undoes whatever was done. */
 #include <errno.h>
+#include <fcntl.h>
 #include <net/if.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,6 +34,9 @@ struct kd_stun_xdp {
 	enum kd_xdp_mode mode;
 	struct stun_xdp_config cfg;
 	bool pinned_config, pinned_counters;
+	/* the pin directory, opened as root: after -user the exit path cannot
+	 * walk /sys/fs/bpf (mode 0700) but can unlink relative to this */
+	int pin_dirfd;
 	char ifname[IF_NAMESIZE];
 };
 
@@ -128,12 +132,15 @@ static int pin_map(struct bpf_map *map, const char *name)
 	return bpf_map__pin(map, path);
 }
 
-static void unpin_map(struct bpf_map *map, const char *name)
+static void unpin_map(struct kd_stun_xdp *x, struct bpf_map *map, const char *name)
 {
 	char path[256];
 
 	snprintf(path, sizeof(path), "%s/%s", KD_BPF_PIN_DIR, name);
-	bpf_map__unpin(map, path);
+	int err = x->pin_dirfd >= 0 ? (unlinkat(x->pin_dirfd, name, 0) ? -errno : 0) : bpf_map__unpin(map, path);
+	/* a pin left behind is seen by kderpctl as a live daemon's counters */
+	if (err)
+		pr_warn("stun-xdp: unpin %s: %s; it stays behind", path, strerror(-err));
 }
 
 static int write_config(struct kd_stun_xdp *x)
@@ -238,6 +245,7 @@ int kd_stun_xdp_attach(const char *ifname, int port, enum kd_xdp_mode mode, stru
 	if (!x)
 		return -ENOMEM;
 	x->link_fd = -1;
+	x->pin_dirfd = -1;
 	snprintf(x->ifname, sizeof(x->ifname), "%s", ifname);
 	x->ifindex = (int)if_nametoindex(ifname);
 	if (!x->ifindex) {
@@ -286,6 +294,7 @@ int kd_stun_xdp_attach(const char *ifname, int port, enum kd_xdp_mode mode, stru
 		if (!x->pinned_config || !x->pinned_counters)
 			pr_warn("stun-xdp: pinning maps under %s failed; counters only via metrics",
 				KD_BPF_PIN_DIR);
+		x->pin_dirfd = open(KD_BPF_PIN_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	}
 
 	pr_info("stun-xdp: answering STUN on %s port %d (%s, %s)", ifname, port,
@@ -329,11 +338,13 @@ void kd_stun_xdp_detach(struct kd_stun_xdp *x)
 	}
 	if (x->skel) {
 		if (x->pinned_config)
-			unpin_map(x->skel->maps.stun_config, KD_STUN_PIN_CONFIG);
+			unpin_map(x, x->skel->maps.stun_config, KD_STUN_PIN_CONFIG);
 		if (x->pinned_counters)
-			unpin_map(x->skel->maps.stun_counters, KD_STUN_PIN_COUNTERS);
+			unpin_map(x, x->skel->maps.stun_counters, KD_STUN_PIN_COUNTERS);
 		stun_xdp_bpf__destroy(x->skel);
 	}
+	if (x->pin_dirfd >= 0)
+		close(x->pin_dirfd);
 	free(x);
 }
 

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,6 +28,7 @@
 
 #include "clients.h"
 #include "derp_wire.h"
+#include "stun_wire.h"
 #include "log.h"
 
 #define CAPBIT(c) (1ULL << (c))
@@ -261,7 +263,7 @@ static bool xdp_attached(void)
 }
 
 /* -stun-xdp keeps net_admin,bpf,perfmon as nobody, and with only those it
- * still takes its program off the interface at exit. */
+ * still takes its program off the interface and unpins its maps at exit. */
 static void test_xdp_detached_after_drop(void **state)
 {
 	struct creds c;
@@ -281,12 +283,14 @@ static void test_xdp_detached_after_drop(void **state)
 			    "ip -n %s addr add 10.77.0.1/24 dev v0 && ip -n %s link set v0 up && "
 			    "ip -n %s link set v1 up && ip -n %s link set lo up",
 			    netns, netns, netns, netns, netns, netns), 0);
+	char logpath[64];
+	snprintf(logpath, sizeof(logpath), "/tmp/kdprivs-%d.log", (int)getpid());
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		int nul = open("/dev/null", O_WRONLY);
-		if (nul >= 0 && !getenv("KD_TEST_VERBOSE"))
-			dup2(nul, 2);
+		int log = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (log >= 0)
+			dup2(log, 2);
 		execlp("ip", "ip", "netns", "exec", netns, kderpd, "-dev", "-a", "10.77.0.1:3340",
 		       "-stun-xdp", "v0", "-stun-xdp-mode", "generic", "-user", "nobody", (char *)NULL);
 		_exit(127);
@@ -301,6 +305,14 @@ static void test_xdp_detached_after_drop(void **state)
 	/* the workers start right after the drop; let them */
 	usleep(200000);
 	bool was_attached = dropped && xdp_attached();
+	/* pinned as root, owned by nobody since the drop so that its exit can
+	 * unpin; `ip netns exec` mounts its own /sys, seen through /proc/PID/root */
+	struct stat pst, dst;
+	char pin[192], dir[96];
+	snprintf(dir, sizeof(dir), "/proc/%d/root" KD_BPF_PIN_DIR, (int)pid);
+	snprintf(pin, sizeof(pin), "%s/" KD_STUN_PIN_COUNTERS, dir);
+	bool pinned = stat(pin, &pst) == 0;
+	bool chowned = pinned && pst.st_uid == 65534 && stat(dir, &dst) == 0 && dst.st_uid == 65534;
 	struct daemon d = {.pid = pid};
 	if (dropped)
 		check_all_threads(pid, 65534, 65534,
@@ -308,10 +320,22 @@ static void test_xdp_detached_after_drop(void **state)
 					  CAPBIT(CAP_PERFMON));
 	daemon_stop(&d);
 	bool left = xdp_attached();
+	/* the namespace's /sys is gone with the process: its log says whether
+	 * the unpin worked */
+	size_t loglen;
+	char *log = ts_read_file(logpath, &loglen);
+	bool pins_left = !log || strstr(log, "unpin") != NULL;
+	if (log && (pins_left || getenv("KD_TEST_VERBOSE")))
+		printf("%s", log);
+	free(log);
+	unlink(logpath);
 	netns_del();
 	assert_true(dropped);
 	assert_true(was_attached);
 	assert_false(left);
+	assert_true(pinned);
+	assert_true(chowned);
+	assert_false(pins_left);
 }
 
 /* The admission webhook's threads start after the drop too: every task in
