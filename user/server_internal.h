@@ -20,6 +20,7 @@
 #include "derp_wire.h"
 #include "admission.h"
 #include "offload.h"
+#include "offload_policy.h"
 #include "keymap.h"
 #include "log.h"
 #include "loop.h"
@@ -115,6 +116,11 @@ struct kd_conn {
 	/* kernel plane: once offloaded, nothing is written to the fd again;
 	 * frames for the client go through the injector */
 	bool offload_wanted, offloaded;
+	/* -offload=auto (offload_policy.c): watching the first packets, then
+	 * the decision + 1 (0: none made) */
+	bool auto_watch;
+	int auto_decision;
+	struct kd_auto_obs auto_obs;
 	struct kd_timer inject_retry;
 	/* watchdog: bytes left in the socket that the kernel parser stopped
 	 * consuming (bpf/README.md: tiny segments on 6.1/6.12) */
@@ -200,6 +206,7 @@ struct kd_counters {
 	uint64_t http_requests, http_errors, conn_errors, accept_rejected;
 	uint64_t keepalives_sent, health_frames, restarting_frames, watch_updates, websocket_accepts;
 	uint64_t offloaded, offload_failed, offload_stuck;
+	uint64_t offload_auto[KD_AUTO_DECISION_MAX];
 	uint64_t ktls[2][KD_KTLS_MAX];       /* [tx, rx][enum kd_ktls_result] */
 	uint64_t tls_versions[3];            /* 1.2, 1.3, other */
 	double avg_queue_ms;
