@@ -107,7 +107,7 @@ static struct kd_flag g_flags[] = {
 	{"queue-depth", KD_FLAG_INT, &g_opts.queue_depth, "kderp: per-client send queue depth (each of ordinary and disco)", false},
 	{"stun-xdp", KD_FLAG_STRING, &g_opts.stun_xdp, "kderp: answer STUN with an XDP program on this interface (userspace stays the fallback)", false},
 	{"stun-xdp-mode", KD_FLAG_STRING, &g_opts.stun_xdp_mode, "kderp: XDP attach mode: auto, native or generic", false},
-	{"offload", KD_FLAG_STRING, &g_opts.offload, "kderp: off|sockmap|auto: relay plain-TCP clients in the kernel (sk_skb); auto offloads clients whose first 64 packets average >= 8 KiB (bpf/README.md)", false},
+	{"offload", KD_FLAG_STRING, &g_opts.offload, "kderp: off|sockmap|auto: relay plain-TCP clients in the kernel (sk_skb); auto offloads loopback clients whose first 64 packets average >= 16 KiB (bpf/README.md)", false},
 	{"offload-pin-dir", KD_FLAG_STRING, &g_opts.offload_pin_dir, "kderp: bpffs directory for the kernel plane's maps (default /sys/fs/bpf/kderp); one per kderpd", false},
 	{"user", KD_FLAG_STRING, &g_opts.user, "kderp: after binding and loading BPF, switch to this user (name or uid); default: stay", false},
 	{"keep-caps", KD_FLAG_STRING, &g_opts.keep_caps, "kderp: capabilities to keep after startup, e.g. net_bind_service,net_admin (default: net_bind_service, plus net_admin,bpf,perfmon with -stun-xdp or -offload=sockmap|auto; \"all\" keeps everything)", false},

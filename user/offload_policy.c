@@ -5,10 +5,13 @@
  * reaches the crossover the client is marked wanted; kd_conn_try_offload
  * moves it at the next moment nothing is buffered either way (read drained,
  * write queue flushed), so no frame is lost or reordered by the switch. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "log.h"
 #include "offload_policy.h"
@@ -24,7 +27,8 @@ const char *kd_auto_decision_name(enum kd_auto_decision d)
 	return (unsigned)d < KD_AUTO_DECISION_MAX ? names[d] : "unknown";
 }
 
-int kd_auto_observe(struct kd_auto_obs *ob, size_t payload, uint32_t min_mean, enum kd_auto_decision *d)
+int kd_auto_observe(struct kd_auto_obs *ob, size_t payload, uint32_t min_mean, bool loopback,
+		    enum kd_auto_decision *d)
 {
 	if (ob->n >= KD_AUTO_SAMPLE)
 		return 0;
@@ -32,7 +36,10 @@ int kd_auto_observe(struct kd_auto_obs *ob, size_t payload, uint32_t min_mean, e
 	ob->bytes += payload;
 	if (ob->n < KD_AUTO_SAMPLE)
 		return 0;
-	*d = ob->bytes >= (uint64_t)min_mean * ob->n ? KD_AUTO_KERNEL_LARGE_PACKETS : KD_AUTO_USERSPACE_SMALL_PACKETS;
+	if (ob->bytes < (uint64_t)min_mean * ob->n)
+		*d = KD_AUTO_USERSPACE_SMALL_PACKETS;
+	else
+		*d = loopback ? KD_AUTO_KERNEL_LARGE_PACKETS : KD_AUTO_USERSPACE_NOT_LOOPBACK;
 	return 1;
 }
 
@@ -96,6 +103,29 @@ void kd_offload_policy_open(struct kd_server *s)
 		pr_info("kernel plane: offloaded sockets tuned with %s", tune);
 }
 
+/* Traffic between two addresses of this host goes over lo, whatever
+ * interface the addresses belong to. */
+static bool on_loopback(int fd)
+{
+	struct sockaddr_storage a, b;
+	socklen_t la = sizeof(a), lb = sizeof(b);
+
+	if (getsockname(fd, (struct sockaddr *)&a, &la) < 0 || getpeername(fd, (struct sockaddr *)&b, &lb) < 0)
+		return false;
+	if (a.ss_family == AF_INET && b.ss_family == AF_INET) {
+		struct in_addr x = ((struct sockaddr_in *)&a)->sin_addr, y = ((struct sockaddr_in *)&b)->sin_addr;
+		return x.s_addr == y.s_addr || (ntohl(y.s_addr) >> 24) == 127;
+	}
+	if (a.ss_family == AF_INET6 && b.ss_family == AF_INET6) {
+		const struct in6_addr *x = &((struct sockaddr_in6 *)&a)->sin6_addr;
+		const struct in6_addr *y = &((struct sockaddr_in6 *)&b)->sin6_addr;
+		if (!memcmp(x, y, sizeof(*x)) || IN6_IS_ADDR_LOOPBACK(y))
+			return true;
+		return IN6_IS_ADDR_V4MAPPED(y) && y->s6_addr[12] == 127;
+	}
+	return false;
+}
+
 static void decide(struct kd_conn *c, enum kd_auto_decision d)
 {
 	c->w->ctr.offload_auto[d]++;
@@ -123,6 +153,7 @@ void kd_offload_policy_client(struct kd_conn *c)
 		return;
 	}
 	c->auto_obs = (struct kd_auto_obs){0};
+	c->auto_loopback = on_loopback(c->io.fd);
 	c->auto_watch = true;
 }
 
@@ -133,7 +164,7 @@ void kd_offload_policy_note(struct kd_conn *c, size_t payload)
 
 	if (!c->auto_watch)
 		return;
-	if (kd_auto_observe(&c->auto_obs, payload, min, &d)) {
+	if (kd_auto_observe(&c->auto_obs, payload, min, c->auto_loopback, &d)) {
 		decide(c, d);
 		pr_debug("offload=auto: %s mean payload %llu B over %u packets: %s", c->peer_str,
 			(unsigned long long)(c->auto_obs.bytes / c->auto_obs.n), c->auto_obs.n,

@@ -118,7 +118,7 @@ struct kd_conn {
 	bool offload_wanted, offloaded;
 	/* -offload=auto (offload_policy.c): watching the first packets, then
 	 * the decision + 1 (0: none made) */
-	bool auto_watch;
+	bool auto_watch, auto_loopback;
 	int auto_decision;
 	struct kd_auto_obs auto_obs;
 	struct kd_timer inject_retry;

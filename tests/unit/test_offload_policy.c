@@ -12,7 +12,25 @@
 
 static int feed(struct kd_auto_obs *ob, size_t size, uint32_t min, enum kd_auto_decision *d)
 {
-	return kd_auto_observe(ob, size, min, d);
+	return kd_auto_observe(ob, size, min, true, d);
+}
+
+/* over a NIC the kernel lost at every size: large packets stay too */
+static void test_not_loopback_stays(void **state)
+{
+	struct kd_auto_obs big = {0}, small = {0};
+	enum kd_auto_decision d1 = KD_AUTO_DECISION_MAX, d2 = KD_AUTO_DECISION_MAX;
+	int r1 = 0, r2 = 0;
+	(void)state;
+
+	for (int i = 0; i < KD_AUTO_SAMPLE; i++) {
+		r1 = kd_auto_observe(&big, 65536, KD_AUTO_MIN_MEAN, false, &d1);
+		r2 = kd_auto_observe(&small, 100, KD_AUTO_MIN_MEAN, false, &d2);
+	}
+	assert_int_equal(r1, 1);
+	assert_int_equal(r2, 1);
+	assert_int_equal(d1, KD_AUTO_USERSPACE_NOT_LOOPBACK);
+	assert_int_equal(d2, KD_AUTO_USERSPACE_SMALL_PACKETS);
 }
 
 static void test_decides_after_the_sample(void **state)
@@ -55,6 +73,7 @@ static void test_names(void **state)
 	assert_string_equal(kd_auto_decision_name(KD_AUTO_KERNEL_LARGE_PACKETS), "kernel_large_packets");
 	assert_string_equal(kd_auto_decision_name(KD_AUTO_USERSPACE_SMALL_PACKETS), "userspace_small_packets");
 	assert_string_equal(kd_auto_decision_name(KD_AUTO_USERSPACE_NOT_PLAIN_TCP), "userspace_not_plain_tcp");
+	assert_string_equal(kd_auto_decision_name(KD_AUTO_USERSPACE_NOT_LOOPBACK), "userspace_not_loopback");
 	assert_string_equal(kd_auto_decision_name(KD_AUTO_DECISION_MAX), "unknown");
 }
 
@@ -63,6 +82,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_decides_after_the_sample),
 		cmocka_unit_test(test_mean_at_threshold_offloads),
+		cmocka_unit_test(test_not_loopback_stays),
 		cmocka_unit_test(test_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
