@@ -95,9 +95,9 @@ void kd_offload_policy_open(struct kd_server *s)
 		pr_info("kernel plane: plain-TCP clients are relayed by sk_skb programs; maps pinned under %s",
 			cfg->offload_pin_dir ? cfg->offload_pin_dir : KD_RELAY_PIN_DIR);
 	else
-		pr_info("kernel plane (-offload=auto): a plain-TCP client moves to the kernel when the mean "
-			"payload of its first %d packets is >= %u B, where the kernel path measured cheaper in "
-			"CPU than userspace; smaller packets stay in userspace",
+		pr_info("kernel plane (-offload=auto): a plain-TCP client on loopback moves to the kernel when "
+			"the mean payload of its first %d packets is >= %u B, the only regime where the kernel "
+			"path measured cheaper in CPU than userspace; every other client stays in userspace",
 			KD_AUTO_SAMPLE, cfg->offload_auto_min_mean ? cfg->offload_auto_min_mean : KD_AUTO_MIN_MEAN);
 	if (tune && *tune)
 		pr_info("kernel plane: offloaded sockets tuned with %s", tune);
