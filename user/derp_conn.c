@@ -96,7 +96,8 @@ void kd_derp_deliver(struct kd_conn *d, struct kd_pkt *p)
 		memcpy(d->last_src, src, DERP_KEY_LEN);
 		d->last_src_valid = true;
 	}
-	kd_offload_policy_note(d, p->len - sizeof(struct derp_packet_hdr));
+	if (d->auto_watch)
+		kd_offload_policy_note(d, p->len - sizeof(struct derp_packet_hdr));
 	struct kd_pktq *q = &d->q[p->kind];
 	if (!q->ring) {
 		q->ring = calloc(q->cap, sizeof(*q->ring));
@@ -575,7 +576,8 @@ static int handle_frame(struct kd_conn *c, uint8_t type, const uint8_t *p, uint3
 		ctr->packets_received++;
 		ctr->bytes_received += n;
 		ctr->packets_received_kind[disco ? DERP_KIND_DISCO : DERP_KIND_OTHER]++;
-		kd_offload_policy_note(c, n);
+		if (c->auto_watch)
+			kd_offload_policy_note(c, n);
 		route_packet(c, c->key, p, data, n, false);
 		return 0;
 	}
