@@ -206,9 +206,9 @@ struct kd_counters {
 	uint64_t http_requests, http_errors, conn_errors, accept_rejected;
 	uint64_t keepalives_sent, health_frames, restarting_frames, watch_updates, websocket_accepts;
 	uint64_t offloaded, offload_failed, offload_stuck;
-	uint64_t offload_auto[KD_AUTO_DECISION_MAX];
 	uint64_t ktls[2][KD_KTLS_MAX];       /* [tx, rx][enum kd_ktls_result] */
 	uint64_t tls_versions[3];            /* 1.2, 1.3, other */
+	uint64_t offload_auto[KD_AUTO_DECISION_MAX]; /* -offload=auto decisions */
 	double avg_queue_ms;
 };
 
