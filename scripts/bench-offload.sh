@@ -21,7 +21,6 @@ pairs_list=${KD_BENCH_PAIRS:-1 8}
 topos=${KD_BENCH_TOPOS:-lo veth}
 variants=${KD_OFFLOAD_VARIANTS:-}
 out="$build/bench"
-mkdir -p "$out"
 for b in kderpd derp-bench; do
 	[ -x "$build/$b" ] || { echo "bench-offload: build $build/$b first (make)" >&2; exit 2; }
 done
@@ -29,6 +28,7 @@ if [ "$(id -u)" != 0 ]; then
 	echo "# SKIP bench-offload: needs root (BPF sockmap, network namespaces)"
 	exit 0
 fi
+mkdir -p "$out"
 if [ ! -r /sys/kernel/btf/vmlinux ]; then
 	echo "# SKIP bench-offload: no /sys/kernel/btf/vmlinux (the relay programs need BTF)"
 	exit 0
