@@ -66,7 +66,7 @@ FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test test-all test-run test-san test-vm check bench fuzz fuzz-smoke clean help run deps
+.PHONY: all test test-all test-run test-san test-vm check bench bench-offload fuzz fuzz-smoke clean help run deps
 all: $(BUILD)/kderpd $(TOOLS) $(BPF_OBJS)
 
 help:
@@ -75,6 +75,7 @@ help:
 	@echo 'make test       every test: unit + integration, again under ASan+UBSan, a short fuzz pass, the QEMU kernel matrix'
 	@echo 'make test-vm    kTLS/sockmap probes on Debian kernels under QEMU (tests/vm/run.sh)'
 	@echo 'make bench      derp-bench against kderpd with the raw-TCP baseline (not a test)'
+	@echo 'make bench-offload  kderpd -offload=sockmap vs off, loopback and veth netns (root; part of make bench)'
 	@echo 'make fuzz       run each fuzzer for FUZZ_SECONDS (default 60)'
 	@echo 'make deps       install the Debian packages the build and the tests need'
 	@echo 'make clean      remove build/'
@@ -191,6 +192,10 @@ fuzz-smoke: $(FUZZ_BINS)
 
 bench: all
 	$(Q)scripts/bench.sh $(BUILD)
+	$(Q)scripts/bench-offload.sh $(BUILD)
+
+bench-offload: all
+	$(Q)scripts/bench-offload.sh $(BUILD)
 
 clean:
 	rm -rf build

@@ -96,6 +96,8 @@ void kd_derp_deliver(struct kd_conn *d, struct kd_pkt *p)
 		memcpy(d->last_src, src, DERP_KEY_LEN);
 		d->last_src_valid = true;
 	}
+	if (d->auto_watch)
+		kd_offload_policy_note(d, p->len - sizeof(struct derp_packet_hdr));
 	struct kd_pktq *q = &d->q[p->kind];
 	if (!q->ring) {
 		q->ring = calloc(q->cap, sizeof(*q->ring));
@@ -336,9 +338,7 @@ static int finish_handshake(struct kd_conn *c)
 	}
 	c->state = KD_CONN_ACTIVE;
 	kd_timer_disarm(c->w->loop, &c->deadline);
-	/* the kernel plane takes plain-TCP clients only: TLS and WebSocket
-	 * bytes are not DERP frames on the wire, and mesh links stay ours */
-	c->offload_wanted = s->offload && !c->ssl && !c->ws && !c->can_mesh;
+	kd_offload_policy_client(c);
 
 	static const char info[] = "{\"version\":2}";
 	uint8_t sealed[sizeof(info) - 1 + KD_BOX_OVERHEAD];
@@ -580,6 +580,8 @@ static int handle_frame(struct kd_conn *c, uint8_t type, const uint8_t *p, uint3
 		ctr->packets_received++;
 		ctr->bytes_received += n;
 		ctr->packets_received_kind[disco ? DERP_KIND_DISCO : DERP_KIND_OTHER]++;
+		if (c->auto_watch)
+			kd_offload_policy_note(c, n);
 		route_packet(c, c->key, p, data, n, false);
 		return 0;
 	}

@@ -38,7 +38,7 @@ struct opts {
 	bool dev, version, derp, stun, verbose, verify_clients, ace, verify_fail_open, mesh_insecure;
 	const char *addr, *key_file, *hostname, *certmode, *certdir, *home, *mesh_psk_file, *mesh_with;
 	const char *verify_client_url, *rate_config, *stun_xdp, *offload, *bootstrap_dns, *unpub_dns;
-	const char *secrets_url, *stun_xdp_mode, *tls_max, *mesh_ca_file, *user, *keep_caps, *config_file;
+	const char *secrets_url, *stun_xdp_mode, *tls_max, *mesh_ca_file, *user, *keep_caps, *config_file, *offload_pin_dir;
 	int http_port, stun_port, workers, accept_burst, queue_depth;
 	double accept_limit;
 	unsigned tcp_keepalive_ms, tcp_user_timeout_ms, tcp_write_timeout_ms, verify_timeout_ms;
@@ -60,6 +60,7 @@ static struct opts g_opts = {
 	.rate_config = "",
 	.stun_xdp = "",
 	.offload = "off",
+	.offload_pin_dir = "",
 	.bootstrap_dns = "",
 	.unpub_dns = "",
 	.secrets_url = "",
@@ -115,9 +116,10 @@ static struct kd_flag g_flags[] = {
 	{"queue-depth", KD_FLAG_INT, &g_opts.queue_depth, "kderp: per-client send queue depth (each of ordinary and disco)", false},
 	{"stun-xdp", KD_FLAG_STRING, &g_opts.stun_xdp, "kderp: answer STUN with an XDP program on this interface (userspace stays the fallback)", false},
 	{"stun-xdp-mode", KD_FLAG_STRING, &g_opts.stun_xdp_mode, "kderp: XDP attach mode: auto, native or generic", false},
-	{"offload", KD_FLAG_STRING, &g_opts.offload, "kderp: off|sockmap|auto: relay plain-TCP clients in the kernel (sk_skb); auto picks by measurement", false},
+	{"offload", KD_FLAG_STRING, &g_opts.offload, "kderp: off|sockmap|auto: relay plain-TCP clients in the kernel (sk_skb); auto offloads loopback clients whose first 64 packets average >= 16 KiB (bpf/README.md)", false},
+	{"offload-pin-dir", KD_FLAG_STRING, &g_opts.offload_pin_dir, "kderp: bpffs directory for the kernel plane's maps (default /sys/fs/bpf/kderp); one per kderpd", false},
 	{"user", KD_FLAG_STRING, &g_opts.user, "kderp: after binding and loading BPF, switch to this user (name or uid); default: stay", false},
-	{"keep-caps", KD_FLAG_STRING, &g_opts.keep_caps, "kderp: capabilities to keep after startup, e.g. net_bind_service,net_admin (default: net_bind_service, plus net_admin,bpf,perfmon with -stun-xdp or -offload=sockmap; \"all\" keeps everything)", false},
+	{"keep-caps", KD_FLAG_STRING, &g_opts.keep_caps, "kderp: capabilities to keep after startup, e.g. net_bind_service,net_admin (default: net_bind_service, plus net_admin,bpf,perfmon with -stun-xdp or -offload=sockmap|auto; \"all\" keeps everything)", false},
 	{"verbose", KD_FLAG_BOOL, &g_opts.verbose, "kderp: debug logging", false},
 	{"config-file", KD_FLAG_STRING, &g_opts.config_file, "kderp: file of `name = value` lines with these flag names; command-line flags win; SIGHUP re-reads it", false},
 };
@@ -397,7 +399,7 @@ static int privs_opts(struct kd_privs_opts *po, int offload)
 	po->user = g_opts.user;
 	po->group = NULL;
 	po->keep = KD_CAP(CAP_NET_BIND_SERVICE);
-	if (*g_opts.stun_xdp || offload == 1)
+	if (*g_opts.stun_xdp || offload)
 		po->keep |= KD_CAP(CAP_NET_ADMIN) | KD_CAP(CAP_BPF) | KD_CAP(CAP_PERFMON);
 	if (*g_opts.keep_caps && kd_privs_parse_caps(g_opts.keep_caps, &po->keep) != 0) {
 		pr_err("-keep-caps \"%s\": want a comma-separated list of capability names "
@@ -555,6 +557,7 @@ int main(int argc, char **argv)
 	cfg.accept_rate = g_opts.accept_limit;
 	cfg.verify_client_url = g_opts.verify_client_url;
 	cfg.offload = !strcmp(g_opts.offload, "sockmap") ? 1 : !strcmp(g_opts.offload, "auto") ? 2 : 0;
+	cfg.offload_pin_dir = *g_opts.offload_pin_dir ? g_opts.offload_pin_dir : NULL;
 	cfg.verify_fail_open = g_opts.verify_fail_open;
 	cfg.verify_timeout_ms = g_opts.verify_timeout_ms;
 	cfg.accept_burst = g_opts.accept_burst > 0 ? (uint32_t)g_opts.accept_burst

@@ -232,6 +232,14 @@ int kd_metrics_render(struct kd_server *s, char **outp, size_t *lenp)
 		counter(&o, "kderp_offloaded_connections_total", t.offloaded);
 		counter(&o, "kderp_offload_failures_total", t.offload_failed);
 		counter(&o, "kderp_offload_stuck_closed_total", t.offload_stuck);
+		if (s->cfg.offload == 2) {
+			emit(&o, "# HELP kderp_offload_auto_decisions_total Plain-TCP clients -offload=auto moved to "
+				 "the kernel or kept, by reason.\n# TYPE kderp_offload_auto_decisions_total counter\n");
+			for (int d = 0; d < KD_AUTO_DECISION_MAX; d++)
+				emit(&o, "kderp_offload_auto_decisions_total{decision=\"%s\"} %llu\n",
+				     kd_auto_decision_name((enum kd_auto_decision)d),
+				     (unsigned long long)t.offload_auto[d]);
+		}
 	}
 	if (s->adm) {
 		char adm[4096];

@@ -35,7 +35,8 @@ struct kd_offload {
 	struct relay_bpf *skel;
 	char pin_dir[256]; /* empty: not pinned */
 	int pin_dirfd;     /* opened as root: unpins after -user (see unpin_all) */
-	int rcvbuf;
+	int rcvbuf, sndbuf;
+	bool cork, nagle;
 	int inj_wr;     /* daemon's end: route + frame are written here */
 	int inj_rd;     /* in relay_inject; its verdict redirects */
 	pthread_mutex_t inj_lock;
@@ -304,6 +305,9 @@ int kd_offload_open(struct kd_offload **out, const struct kd_offload_opts *opts)
 	o->pin_dirfd = -1;
 	pthread_mutex_init(&o->inj_lock, NULL);
 	o->rcvbuf = opts->rcvbuf > (int)KD_RELAY_MIN_RCVBUF ? opts->rcvbuf : 2 * (int)KD_RELAY_MIN_RCVBUF;
+	o->sndbuf = opts->sndbuf;
+	o->cork = opts->cork;
+	o->nagle = opts->nagle;
 	o->ncpus = libbpf_num_possible_cpus();
 	if (o->ncpus <= 0) {
 		err = o->ncpus ? o->ncpus : -EINVAL;
@@ -387,6 +391,22 @@ void kd_offload_close(struct kd_offload *o)
 	free(o);
 }
 
+/* The egress of an offloaded socket is written by the psock backlog, one
+ * skb_send_sock per frame; these options change how those pieces become
+ * segments. Failures are not fatal: the socket relays either way. */
+static void tune_egress(const struct kd_offload *o, int fd)
+{
+	int zero = 0, one = 1;
+
+	if (o->sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &o->sndbuf, sizeof(o->sndbuf)) < 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &o->sndbuf, sizeof(o->sndbuf)) < 0)
+		pr_warn("offload: SO_SNDBUF %d on fd %d: %s", o->sndbuf, fd, strerror(errno));
+	if (o->nagle && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &zero, sizeof(zero)) < 0)
+		pr_warn("offload: TCP_NODELAY off on fd %d: %s", fd, strerror(errno));
+	if (o->cork && setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one)) < 0)
+		pr_warn("offload: TCP_CORK on fd %d: %s", fd, strerror(errno));
+}
+
 int kd_offload_add(struct kd_offload *o, int fd, const uint8_t key[static DERP_KEY_LEN])
 {
 	struct kd_relay_meta m = {.flags = KD_RELAY_F_CLIENT};
@@ -401,6 +421,7 @@ int kd_offload_add(struct kd_offload *o, int fd, const uint8_t key[static DERP_K
 		pr_err("offload: add fd %d: %s", fd, strerror(-err));
 		return err;
 	}
+	tune_egress(o, fd);
 	memcpy(m.key, key, DERP_KEY_LEN);
 	/* meta first: the verdict must find the sender's key from the moment
 	 * the socket is in the map */

@@ -29,6 +29,11 @@ struct kd_offload_opts {
 	const char *pin_dir;  /* NULL: KD_RELAY_PIN_DIR; "": do not pin */
 	uint32_t queue_bytes; /* per-destination backlog bound; 0: default */
 	int rcvbuf;           /* SO_RCVBUF for offloaded sockets; 0: default */
+	/* egress tuning of offloaded sockets, for measuring (bpf/README.md:
+	 * none of them won, so the defaults are all off) */
+	int sndbuf;           /* SO_SNDBUF(FORCE); 0: kernel autotuning */
+	bool cork;            /* TCP_CORK on */
+	bool nagle;           /* TCP_NODELAY off */
 	bool disabled;        /* load with relaying off (all frames to userspace) */
 };
 

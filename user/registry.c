@@ -520,13 +520,16 @@ int kd_registry_dump(struct kd_server *s, char **out, size_t *len)
 			n += (size_t)snprintf(buf + n, cap - n,
 					      "{\"key\":\"%s\",\"addr\":\"%s\",\"age_s\":%llu,\"active\":%s,"
 					      "\"dup\":%s,\"preferred\":%s,\"mesh\":%s,\"watcher\":%s,\"prober\":%s,"
-					      "\"transport\":\"%s\",\"plane\":\"%s\",\"worker\":%d}\n",
+					      "\"transport\":\"%s\",\"plane\":\"%s\",\"auto\":\"%s\",\"worker\":%d}\n",
 					      nk, c->peer_str, (unsigned long long)((now - c->connected_ms) / 1000),
 					      set->active == c ? "true" : "false", c->is_dup ? "true" : "false",
 					      c->preferred ? "true" : "false", c->can_mesh ? "true" : "false",
 					      c->is_watcher ? "true" : "false", c->is_prober ? "true" : "false",
 					      c->ssl ? "tls" : c->ws ? "websocket" : "tcp",
-					      c->offloaded ? "kernel" : "userspace", c->w->idx);
+					      c->offloaded ? "kernel" : "userspace",
+					      c->auto_decision ? kd_auto_decision_name((enum kd_auto_decision)(c->auto_decision - 1))
+					      : c->auto_watch ? "watching" : "-",
+					      c->w->idx);
 		}
 	}
 	kd_reg_wrunlock(s);

@@ -379,23 +379,7 @@ int kd_server_new(struct kd_server **out, const struct kd_server_config *cfg)
 		}
 	}
 	pthread_mutex_init(&s->offload_lock, NULL);
-	if (cfg->offload == 1) {
-		char why[160];
-		if (!kd_offload_supported(why, sizeof(why))) {
-			pr_warn("kernel plane (-offload=sockmap) unavailable: %s; relaying in userspace", why);
-		} else if ((err = kd_offload_open(&s->offload, NULL)) != 0) {
-			pr_warn("kernel plane (-offload=sockmap): %s; relaying in userspace", strerror(-err));
-			s->offload = NULL;
-		} else {
-			pr_info("kernel plane: plain-TCP clients are relayed by sk_skb programs; maps pinned under %s",
-				KD_RELAY_PIN_DIR);
-		}
-	} else if (cfg->offload == 2) {
-		/* measured on these kernels (bpf/README.md, DESIGN.md §2): the
-		 * sockmap path is slower than this userspace plane for WireGuard-sized
-		 * packets and costs more CPU at equal rate, so auto offloads nothing */
-		pr_info("-offload=auto: the kernel plane lost every regime measured here; relaying in userspace");
-	}
+	kd_offload_policy_open(s);
 	s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
 	if (!s->workers) {
 		err = -ENOMEM;

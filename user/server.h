@@ -40,6 +40,8 @@ struct kd_server_config {
 	uint32_t verify_timeout_ms;  /* whole webhook request; 0 = 5000 */
 	/* kernel plane: 0 off, 1 sockmap (every plain-TCP client), 2 auto */
 	int offload;
+	const char *offload_pin_dir;   /* NULL: KD_RELAY_PIN_DIR */
+	uint32_t offload_auto_min_mean; /* auto: offload at this mean SendPacket payload; 0: measured default */
 	/* mesh */
 	bool has_mesh_key;
 	uint8_t mesh_key[DERP_KEY_LEN];

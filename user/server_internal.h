@@ -20,6 +20,7 @@
 #include "derp_wire.h"
 #include "admission.h"
 #include "offload.h"
+#include "offload_policy.h"
 #include "keymap.h"
 #include "log.h"
 #include "loop.h"
@@ -116,6 +117,11 @@ struct kd_conn {
 	/* kernel plane: once offloaded, nothing is written to the fd again;
 	 * frames for the client go through the injector */
 	bool offload_wanted, offloaded;
+	/* -offload=auto (offload_policy.c): watching the first packets, then
+	 * the decision + 1 (0: none made) */
+	bool auto_watch, auto_loopback;
+	int auto_decision;
+	struct kd_auto_obs auto_obs;
 	struct kd_timer inject_retry;
 	/* watchdog: bytes left in the socket that the kernel parser stopped
 	 * consuming (bpf/README.md: tiny segments on 6.1/6.12) */
@@ -217,6 +223,7 @@ struct kd_counters {
 	uint64_t pauses[KD_PAUSE_REASONS]; /* backpressure on senders */
 	uint64_t ktls[2][KD_KTLS_MAX];       /* [tx, rx][enum kd_ktls_result] */
 	uint64_t tls_versions[3];            /* 1.2, 1.3, other */
+	uint64_t offload_auto[KD_AUTO_DECISION_MAX]; /* -offload=auto decisions */
 	double avg_queue_ms;
 };
 

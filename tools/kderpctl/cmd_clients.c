@@ -104,20 +104,21 @@ int do_clients(int argc, char **argv)
 		free(buf);
 		return CTL_OK;
 	}
-	printf("%-16s %-22s %-9s %-9s %7s %s\n", "key", "addr", "transport", "plane", "age_s", "flags");
+	printf("%-16s %-22s %-9s %-9s %-24s %7s %s\n", "key", "addr", "transport", "plane", "auto", "age_s", "flags");
 	for (char *line = strtok(body, "\n"); line; line = strtok(NULL, "\n")) {
-		char key[80], addr[64], tr[16], plane[16], age[24], a[8], d[8], m[8], pr[8];
+		char key[80], addr[64], tr[16], plane[16], aut[32], age[24], a[8], d[8], m[8], pr[8];
 		field(line, "key", key, sizeof(key));
 		field(line, "addr", addr, sizeof(addr));
 		field(line, "transport", tr, sizeof(tr));
 		field(line, "plane", plane, sizeof(plane));
+		field(line, "auto", aut, sizeof(aut));
 		field(line, "age_s", age, sizeof(age));
 		field(line, "active", a, sizeof(a));
 		field(line, "dup", d, sizeof(d));
 		field(line, "mesh", m, sizeof(m));
 		field(line, "preferred", pr, sizeof(pr));
-		printf("%-16.16s %-22s %-9s %-9s %7s%s%s%s%s\n", key + (strncmp(key, "nodekey:", 8) ? 0 : 8), addr, tr,
-		       plane, age, !strcmp(a, "true") ? " active" : "", !strcmp(d, "true") ? " dup" : "",
+		printf("%-16.16s %-22s %-9s %-9s %-24s %7s%s%s%s%s\n", key + (strncmp(key, "nodekey:", 8) ? 0 : 8), addr,
+		       tr, plane, *aut ? aut : "-", age, !strcmp(a, "true") ? " active" : "", !strcmp(d, "true") ? " dup" : "",
 		       !strcmp(m, "true") ? " mesh" : "", !strcmp(pr, "true") ? " home" : "");
 	}
 	free(buf);
