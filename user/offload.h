@@ -100,6 +100,10 @@ int kd_offload_sock_stats(struct kd_offload *o, int fd, struct kd_offload_sock_s
 int kd_offload_metrics(struct kd_offload *o, char *out, size_t cap);
 const char *kd_offload_reason_name(enum kd_relay_reason r);
 
+/* Bytes in fd's TCP receive queue that nothing has consumed (for an
+ * offloaded socket: not yet read by the kernel parser), via sock_diag. */
+int kd_offload_unread(int fd, uint32_t *unread);
+
 /* Whether this process can run the kernel plane here; on false, why says
  * why (one line). */
 bool kd_offload_supported(char *why, size_t cap);

@@ -35,6 +35,7 @@ struct kd_server_config {
 	bool verify_fail_open;       /* kderp default false (derper: true) */
 	/* kernel plane: 0 off, 1 sockmap (every plain-TCP client), 2 auto */
 	int offload;
+	uint32_t offload_watchdog_ms; /* stuck-flow check period; 0 = KD_WATCHDOG_MS (tests shorten it) */
 	/* mesh */
 	bool has_mesh_key;
 	uint8_t mesh_key[DERP_KEY_LEN];
