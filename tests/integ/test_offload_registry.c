@@ -212,6 +212,61 @@ static void test_duplicate_last_writer_is_active(void **state)
 	ts_stop(&ts);
 }
 
+/* A duplicate that cannot be offloaded (a mesh-key login stays in
+ * userspace) takes over: the kernel must stop delivering the key to the
+ * offloaded first connection and pass its frames up, to the active one. */
+static void test_duplicate_in_userspace_takes_over(void **state)
+{
+	static const uint8_t mesh_key[32] = {1, 2, 3, 4, 5, 6, 7, 8};
+	struct ts_server ts;
+	struct kd_server_config cfg;
+	struct kd_keypair ka = {0}, ks = {0};
+	char why[160];
+	int seq = 0;
+	(void)state;
+
+	if (!kd_offload_supported(why, sizeof(why))) {
+		printf("# SKIP kernel plane unavailable: %s\n", why);
+		skip();
+	}
+	kd_server_config_defaults(&cfg);
+	cfg.offload = 1;
+	cfg.has_mesh_key = true;
+	memcpy(cfg.mesh_key, mesh_key, 32);
+	assert_int_equal(ts_start(&ts, &cfg, NULL), 0);
+	struct kd_client *s = tc_login(&ts, &ks, NULL), *a1 = tc_login(&ts, &ka, NULL);
+	assert_non_null(s);
+	assert_non_null(a1);
+	wait_metric(&ts, "kderp_offloaded_connections_total", 2);
+	send_seq(s, ka.pub, seq);
+	assert_int_equal(recv_seq(a1, ks.pub, 3000), seq++);
+
+	struct kd_client *a2 = tc_login(&ts, &ka, mesh_key);
+	assert_non_null(a2);
+	assert_true(tc_alive(a2)); /* registered and served */
+	long long passed0 = ts_metric(&ts, "kderp_offload_frames_total{reason=\"passed_unknown_dest\"}");
+	for (int i = 0; i < 10; i++, seq++) {
+		send_seq(s, ka.pub, seq);
+		assert_int_equal(recv_seq(a2, ks.pub, 3000), seq);
+	}
+	assert_int_equal(ts_metric(&ts, "kderp_offload_frames_total{reason=\"passed_unknown_dest\"}") - passed0, 10);
+	assert_no_frame(a1, DERP_FRAME_RECV_PACKET, NULL, 300);
+	assert_int_equal(ts_metric(&ts, "kderp_offloaded_connections_total"), 2);
+
+	kd_client_close(a2);
+	for (int i = 0; i < 200 && ts_metric(&ts, "derp_current_connections") > 2; i++)
+		usleep(10000);
+	long long r0 = redirected(&ts);
+	for (int i = 0; i < 10; i++, seq++) {
+		send_seq(s, ka.pub, seq);
+		assert_int_equal(recv_seq(a1, ks.pub, 3000), seq);
+	}
+	assert_int_equal(redirected(&ts) - r0, 10);
+	kd_client_close(a1);
+	kd_client_close(s);
+	ts_stop(&ts);
+}
+
 /* strparser, once it knows a frame's length, reads the socket again only
  * when the receive queue holds all the bytes still missing: a client that
  * stops mid-frame leaves what it sent after the first read sitting in the
@@ -274,6 +329,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_peer_gone_only_to_receivers),
 		cmocka_unit_test(test_duplicate_last_writer_is_active),
+		cmocka_unit_test(test_duplicate_in_userspace_takes_over),
 		cmocka_unit_test(test_watchdog_closes_stuck_flow),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
