@@ -212,6 +212,68 @@ static void test_duplicate_last_writer_is_active(void **state)
 	ts_stop(&ts);
 }
 
+/* Collects RecvPackets from src on c until 500 ms of silence; marks seen[]
+ * and checks each connection's frames arrive in order. */
+static int collect(struct kd_client *c, const uint8_t *src, bool *seen, int n)
+{
+	int got = 0, last = -1, seq;
+
+	while ((seq = recv_seq(c, src, 500)) >= 0) {
+		assert_true(seq < n);
+		assert_false(seen[seq]); /* never delivered twice */
+		assert_true(seq > last);
+		seen[seq] = true;
+		last = seq;
+		got++;
+	}
+	return got;
+}
+
+/* The route moves in the middle of a burst that A1 has not read yet (the
+ * frames sit in A1's socket buffers): what was relayed before the takeover
+ * reaches A1 whole, the rest reaches the new active connection; nothing is
+ * lost, corrupted or duplicated, and A1 stays usable (its psock was not
+ * touched, unlike deleting it from the map with the programs). */
+static void test_duplicate_takeover_mid_burst(void **state)
+{
+	enum { N = 400 };
+	struct ts_server ts;
+	struct kd_keypair ka = {0}, ks = {0};
+	bool seen[N] = {0};
+	(void)state;
+
+	if (!start_offload(&ts))
+		skip();
+	struct kd_client *s = tc_login(&ts, &ks, NULL), *a1 = tc_login(&ts, &ka, NULL);
+	assert_non_null(s);
+	assert_non_null(a1);
+	wait_metric(&ts, "kderp_offloaded_connections_total", 2);
+	struct kd_client *a2 = NULL;
+	for (int i = 0; i < N; i++) {
+		uint8_t buf[1500];
+		size_t n = fill(buf, i);
+		assert_int_equal(kd_client_send_packet(s, ka.pub, buf, n), 0);
+		assert_int_equal(kd_client_flush_wait(s, 2000), 0);
+		if (i == N / 4) {
+			a2 = tc_login(&ts, &ka, NULL);
+			assert_non_null(a2);
+		}
+	}
+	int g1 = collect(a1, ks.pub, seen, N), g2 = collect(a2, ks.pub, seen, N);
+	printf("# first connection got %d, the takeover %d of %d\n", g1, g2, N);
+	assert_int_equal(g1 + g2, N);
+	assert_true(g1 >= N / 4);
+	assert_true(g2 > 0);
+	assert_int_equal(ts_metric(&ts, "kderp_offload_frames_total{reason=\"dropped_over_bound\"}"), 0);
+	/* both connections are still served */
+	assert_true(tc_alive(a1));
+	assert_true(tc_alive(a2));
+	kd_client_close(a1);
+	kd_client_close(a2);
+	kd_client_close(s);
+	ts_stop(&ts);
+}
+
 /* A duplicate that cannot be offloaded (a mesh-key login stays in
  * userspace) takes over: the kernel must stop delivering the key to the
  * offloaded first connection and pass its frames up, to the active one. */
@@ -329,6 +391,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_peer_gone_only_to_receivers),
 		cmocka_unit_test(test_duplicate_last_writer_is_active),
+		cmocka_unit_test(test_duplicate_takeover_mid_burst),
 		cmocka_unit_test(test_duplicate_in_userspace_takes_over),
 		cmocka_unit_test(test_watchdog_closes_stuck_flow),
 	};
