@@ -5,9 +5,14 @@
  * reader (6.18 here returns 0 while 10 bytes sit in the TCP queue, so a
  * watchdog built on it never fired). sock_diag's idiag_rqueue is
  * rcv_nxt - copied_seq on every kernel: exactly the bytes the parser has
- * not read. */
+ * not read. Without sock_diag (tcp_diag is a module, and an initramfs may
+ * have no modprobe to load it) SIOCINQ is the fallback: right on kernels
+ * before the sockmap FIONREAD change (6.1 and 6.12 in the VM matrix),
+ * blind after it. */
 #include <errno.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <unistd.h>
@@ -22,7 +27,7 @@
 #define SO_COOKIE 57
 #endif
 
-int kd_offload_unread(int fd, uint32_t *unread)
+static int diag_rqueue(int fd, uint32_t *unread)
 {
 	struct sockaddr_storage l, p;
 	socklen_t ll = sizeof(l), pl = sizeof(p);
@@ -93,4 +98,16 @@ int kd_offload_unread(int fd, uint32_t *unread)
 out:
 	close(nl);
 	return err;
+}
+
+int kd_offload_unread(int fd, uint32_t *unread)
+{
+	int inq = 0;
+
+	if (diag_rqueue(fd, unread) == 0)
+		return 0;
+	if (ioctl(fd, SIOCINQ, &inq) < 0)
+		return -errno;
+	*unread = inq > 0 ? (uint32_t)inq : 0;
+	return 0;
 }
