@@ -18,10 +18,11 @@
 #define KD_RELAY_MAP_COUNTERS "relay_counters" /* PERCPU_ARRAY: reason -> frames */
 
 #define KD_RELAY_MAX_SOCKS 65536
-/* (src, dst) pairs remembered for PeerGone: two per offloaded socket at
- * the sockhash's limit, about 10 MB preallocated (LRU maps are). An evicted
- * pair means its receiver misses one PeerGone(Disconnected). */
-#define KD_RELAY_MAX_PAIRS (2 * KD_RELAY_MAX_SOCKS)
+/* (src, dst) pairs remembered for PeerGone: one per offloaded socket at
+ * the sockhash's limit, far more per socket below it; 8.9 MB of kernel
+ * memory, preallocated (LRU maps are). An evicted pair means its receiver
+ * misses one PeerGone(Disconnected), as if it had never received. */
+#define KD_RELAY_MAX_PAIRS KD_RELAY_MAX_SOCKS
 /* Largest frame the parser accepts from an offloaded socket: ForwardPacket
  * (two keys + the largest packet). Bigger frames only occur before the
  * handshake ends (ClientInfo), when the socket is not offloaded yet. */
