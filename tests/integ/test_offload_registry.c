@@ -212,92 +212,6 @@ static void test_duplicate_last_writer_is_active(void **state)
 	ts_stop(&ts);
 }
 
-/* Collects RecvPackets from src on c until 500 ms of silence, marks seen[]
- * (each frame at most once overall); returns how many, *inversions gets
- * how many arrived after a higher sequence number. */
-static int collect(struct kd_client *c, const uint8_t *src, bool *seen, int n, int *inversions, int wait_ms,
-		   int *last)
-{
-	int got = 0, seq;
-
-	while ((seq = recv_seq(c, src, wait_ms)) >= 0) {
-		assert_true(seq < n);
-		assert_false(seen[seq]); /* never delivered twice */
-		if (seq < *last)
-			(*inversions)++;
-		seen[seq] = true;
-		*last = seq > *last ? seq : *last;
-		got++;
-	}
-	return got;
-}
-
-/* The route moves in the middle of a burst that A1 has not read yet (the
- * frames sit in A1's socket buffers): what was relayed before the takeover
- * reaches A1 whole and in order, the rest reaches the new active
- * connection; nothing is lost, corrupted or duplicated, and A1 stays usable
- * (its psock was not touched, unlike deleting it from the map with the
- * programs). */
-static void test_duplicate_takeover_mid_burst(void **state)
-{
-	enum { N = 400 };
-	struct ts_server ts;
-	struct kd_keypair ka = {0}, ks = {0};
-	bool seen[N] = {0};
-	(void)state;
-
-	if (!start_offload(&ts))
-		skip();
-	struct kd_client *s = tc_login(&ts, &ks, NULL), *a1 = tc_login(&ts, &ka, NULL);
-	assert_non_null(s);
-	assert_non_null(a1);
-	wait_metric(&ts, "kderp_offloaded_connections_total", 2);
-	struct kd_client *a2 = NULL;
-	int inv1 = 0, inv2 = 0, last1 = -1, last2 = -1, g1 = 0, g2 = 0;
-	for (int i = 0; i < N; i++) {
-		uint8_t buf[1500];
-		size_t n = fill(buf, i);
-		assert_int_equal(kd_client_send_packet(s, ka.pub, buf, n), 0);
-		assert_int_equal(kd_client_flush_wait(s, 2000), 0);
-		if (i == N / 4) {
-			a2 = tc_login(&ts, &ka, NULL);
-			assert_non_null(a2);
-		}
-		/* the new connection reads as it goes, like a client; the old
-		 * one leaves its frames queued until the end */
-		if (a2 && i % 16 == 0)
-			g2 += collect(a2, ks.pub, seen, N, &inv2, 0, &last2);
-	}
-	g1 = collect(a1, ks.pub, seen, N, &inv1, 500, &last1);
-	g2 += collect(a2, ks.pub, seen, N, &inv2, 500, &last2);
-	printf("# first connection got %d, the takeover %d of %d; out of order: %d, %d\n", g1, g2, N, inv1,
-	       inv2);
-	/* the first connection only ever got frames from the kernel, in order;
-	 * the new one gets frames the daemon relayed while its route was not
-	 * set, then the kernel's once it is: a frame still inside the daemon at
-	 * that moment can arrive after a later one (README, duplicates) */
-	assert_int_equal(inv1, 0);
-	if (g1 + g2 != N) {
-		char *page = ts_http_get(&ts, "/debug/varz");
-		printf("# lost %d, non-zero drop counters:\n", N - g1 - g2);
-		for (char *l = page ? strtok(page, "\n") : NULL; l; l = strtok(NULL, "\n"))
-			if ((strstr(l, "drop") || strstr(l, "offload")) && l[0] != '#' && strcmp(strrchr(l, ' '), " 0"))
-				printf("#   %s\n", l);
-		free(page);
-	}
-	assert_int_equal(g1 + g2, N);
-	assert_true(g1 >= N / 4);
-	assert_true(g2 > 0);
-	assert_int_equal(ts_metric(&ts, "kderp_offload_frames_total{reason=\"dropped_over_bound\"}"), 0);
-	/* both connections are still served */
-	assert_true(tc_alive(a1));
-	assert_true(tc_alive(a2));
-	kd_client_close(a1);
-	kd_client_close(a2);
-	kd_client_close(s);
-	ts_stop(&ts);
-}
-
 /* A duplicate that cannot be offloaded (a mesh-key login stays in
  * userspace) takes over: the kernel must stop delivering the key to the
  * offloaded first connection and pass its frames up, to the active one. */
@@ -415,7 +329,6 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_peer_gone_only_to_receivers),
 		cmocka_unit_test(test_duplicate_last_writer_is_active),
-		cmocka_unit_test(test_duplicate_takeover_mid_burst),
 		cmocka_unit_test(test_duplicate_in_userspace_takes_over),
 		cmocka_unit_test(test_watchdog_closes_stuck_flow),
 	};
