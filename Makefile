@@ -158,7 +158,8 @@ check: test
 # --- kernel matrix under QEMU: tests/vm/*.c make one probe run in each VM ---
 VM_SRCS := $(wildcard tests/vm/*.c)
 VM_BINS := $(BUILD)/vm/ktls_probe $(BUILD)/tests/integ/test_tls_relay $(BUILD)/tests/integ/test_relay \
-	$(BUILD)/tests/integ/test_sockmap $(BUILD)/tests/integ/test_offload_e2e $(BUILD)/tls-bench
+	$(BUILD)/tests/integ/test_sockmap $(BUILD)/tests/integ/test_offload_e2e \
+	$(BUILD)/tests/integ/test_offload_registry $(BUILD)/tls-bench
 $(BUILD)/vm/ktls_probe: $(VM_SRCS:%.c=$(BUILD)/%.o) $(LIB)
 	@mkdir -p $(@D)
 	$(call msg,LD,$@)
@@ -167,6 +168,7 @@ $(BUILD)/vm/ktls_probe: $(VM_SRCS:%.c=$(BUILD)/%.o) $(LIB)
 VM_TESTS := ktls:$(BUILD)/vm/ktls_probe:ktls. sockmap_ktls:$(BUILD)/vm/ktls_probe:sockmap_ktls. \
 	tls_relay:$(BUILD)/tests/integ/test_tls_relay relay:$(BUILD)/tests/integ/test_relay \
 	sockmap:$(BUILD)/tests/integ/test_sockmap offload:$(BUILD)/tests/integ/test_offload_e2e \
+	offload_registry:$(BUILD)/tests/integ/test_offload_registry \
 	tls_bench:$(BUILD)/tls-bench
 test-vm: $(VM_BINS)
 	$(Q)tests/vm/run.sh $(VM_TESTS)

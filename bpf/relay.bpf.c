@@ -16,12 +16,32 @@ char LICENSE[] SEC("license") = "GPL";
 #define EMSGSIZE 90
 #define EINVAL 22
 
+/* Two sockhashes: relay_members holds every offloaded socket for its whole
+ * life and carries the programs (a socket's psock, strparser and backlog
+ * live as long as it is there); relay_socks has no programs and only routes
+ * a key to its active connection, so moving or deleting a key's route (a
+ * duplicate connection took over) leaves the old socket's queued frames and
+ * half-parsed input alone. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, KD_RELAY_MAX_SOCKS);
 	__type(key, struct kd_relay_key);
 	__type(value, __u64);
 } relay_socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, KD_RELAY_MAX_SOCKS);
+	__type(key, __u64); /* socket cookie */
+	__type(value, __u64);
+} relay_members SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, KD_RELAY_MAX_PAIRS);
+	__type(key, struct kd_relay_pair);
+	__type(value, struct kd_relay_pair_val);
+} relay_pairs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKMAP);
@@ -105,22 +125,18 @@ int relay_parser(struct __sk_buff *skb)
 	return len;
 }
 
-/* Bytes redirected to dst that its TCP send queue has not taken yet: the
- * psock backlog, which the kernel lets grow without limit. Observed as the
- * bytes we redirected minus how far dst's write_seq moved since the first
- * redirect. Returns the destination's meta or NULL when dst is not ours. */
-static __always_inline struct kd_relay_meta *dest_meta(const struct kd_relay_key *dst,
-							__u32 *queued)
+/* Bytes redirected to a socket that its TCP send queue has not taken yet:
+ * the psock backlog, which the kernel lets grow without limit. Observed as
+ * the bytes we redirected minus how far its write_seq moved since the first
+ * redirect. Consumes the reference on sk. Returns the socket's meta (and
+ * its cookie) or NULL when it is not ours. */
+static __always_inline struct kd_relay_meta *sock_meta(struct bpf_sock *sk, __u32 *queued, __u64 *cookie_out)
 {
 	struct kd_relay_meta *m;
-	struct bpf_sock *sk;
 	struct tcp_sock *tp;
 	__u64 cookie, base, old;
 	__u32 wseq;
 
-	sk = bpf_map_lookup_elem(&relay_socks, dst);
-	if (!sk)
-		return NULL;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp) {
 		bpf_sk_release(sk);
@@ -145,7 +161,34 @@ static __always_inline struct kd_relay_meta *dest_meta(const struct kd_relay_key
 	*queued = (__u32)base + (__u32)m->redirected_bytes - wseq;
 	if ((__s32)*queued < 0)
 		*queued = 0;
+	*cookie_out = cookie;
 	return m;
+}
+
+/* The active connection of key dst, by its route. */
+static __always_inline struct kd_relay_meta *dest_meta(const struct kd_relay_key *dst, __u32 *queued,
+							__u64 *cookie)
+{
+	struct bpf_sock *sk = bpf_map_lookup_elem(&relay_socks, dst);
+
+	return sk ? sock_meta(sk, queued, cookie) : NULL;
+}
+
+/* Remembers that src's frames reach dst's connection dst_cookie, for the
+ * PeerGone the daemon sends when src leaves. Looked up first: an update
+ * per frame would take the bucket lock and move the LRU every time. */
+static __always_inline void note_pair(const __u8 *src, const struct kd_relay_key *dst, __u64 dst_cookie)
+{
+	struct kd_relay_pair_val *v, nv = {.dst_cookie = dst_cookie};
+	struct kd_relay_pair p;
+
+	__builtin_memcpy(p.src, src, DERP_KEY_LEN);
+	__builtin_memcpy(p.dst, dst, DERP_KEY_LEN);
+	v = bpf_map_lookup_elem(&relay_pairs, &p);
+	if (v && v->dst_cookie == dst_cookie)
+		return;
+	if (bpf_map_update_elem(&relay_pairs, &p, &nv, BPF_ANY))
+		count(KD_RELAY_PAIR_NOT_RECORDED);
 }
 
 static __always_inline __u32 queue_bound(void)
@@ -165,15 +208,17 @@ static __always_inline void account(struct kd_relay_meta *m, __u32 flen)
 }
 
 /* The injector's stream is [route][frame][route][frame]...: a route frame
- * names the destination of the frame that follows it. One socket's verdicts
- * run one at a time, so the route can live in the injector's own meta. */
+ * names the destination socket (by cookie) of the frame that follows it.
+ * One socket's verdicts run one at a time, so the route can live in the
+ * injector's own meta. */
 static __always_inline int inject_verdict(struct __sk_buff *skb, struct kd_relay_meta *self,
 					  __u32 off)
 {
-	struct kd_relay_key dst;
 	struct kd_relay_meta *m;
 	struct derp_frame_hdr h;
+	struct bpf_sock *sk;
 	__u32 queued = 0, flen;
+	__u64 dst, cookie = 0;
 
 	if (bpf_skb_load_bytes(skb, off, &h, sizeof(h))) {
 		count(KD_RELAY_PARSE_ERROR);
@@ -181,7 +226,7 @@ static __always_inline int inject_verdict(struct __sk_buff *skb, struct kd_relay
 	}
 	flen = DERP_FRAME_HDR_LEN + derp_hdr_len(&h);
 	if (kd_relay_is_route(&h)) {
-		if (bpf_skb_load_bytes(skb, off + DERP_FRAME_HDR_LEN, self->key, DERP_KEY_LEN)) {
+		if (bpf_skb_load_bytes(skb, off + DERP_FRAME_HDR_LEN, &self->route, sizeof(self->route))) {
 			count(KD_RELAY_PARSE_ERROR);
 			self->flags &= ~KD_RELAY_F_ROUTE;
 			return SK_DROP;
@@ -194,10 +239,11 @@ static __always_inline int inject_verdict(struct __sk_buff *skb, struct kd_relay
 		count(KD_RELAY_INJECT_NO_ROUTE);
 		return SK_DROP;
 	}
-	__builtin_memcpy(&dst, self->key, sizeof(dst));
+	dst = self->route;
 	self->flags &= ~KD_RELAY_F_ROUTE;
 
-	m = dest_meta(&dst, &queued);
+	sk = bpf_map_lookup_elem(&relay_members, &dst);
+	m = sk ? sock_meta(sk, &queued, &cookie) : NULL;
 	if (!m) {
 		count(KD_RELAY_INJECT_UNKNOWN_DEST);
 		return SK_DROP;
@@ -207,7 +253,7 @@ static __always_inline int inject_verdict(struct __sk_buff *skb, struct kd_relay
 		count(KD_RELAY_INJECT_OVER_BOUND);
 		return SK_DROP;
 	}
-	if (bpf_sk_redirect_hash(skb, &relay_socks, &dst, 0) != SK_PASS) {
+	if (bpf_sk_redirect_hash(skb, &relay_members, &dst, 0) != SK_PASS) {
 		count(KD_RELAY_INJECT_UNKNOWN_DEST);
 		return SK_DROP;
 	}
@@ -226,7 +272,7 @@ int relay_verdict(struct __sk_buff *skb)
 	__u32 off = strp_offset(skb);
 	__u32 zero = 0, queued = 0, len;
 	enum kd_relay_reason reason;
-	__u64 cookie;
+	__u64 cookie, dst_cookie = 0;
 
 	cookie = bpf_get_socket_cookie(skb);
 	self = bpf_map_lookup_elem(&relay_meta, &cookie);
@@ -257,7 +303,7 @@ int relay_verdict(struct __sk_buff *skb)
 		count(KD_RELAY_PARSE_ERROR);
 		return SK_PASS;
 	}
-	m = dest_meta(&dst, &queued);
+	m = dest_meta(&dst, &queued, &dst_cookie);
 	if (!m) {
 		count(KD_RELAY_PASSED_UNKNOWN_DEST);
 		return SK_PASS;
@@ -289,6 +335,7 @@ int relay_verdict(struct __sk_buff *skb)
 		return SK_PASS;
 	}
 	account(m, DERP_FRAME_HDR_LEN + len);
+	note_pair(self->key, &dst, dst_cookie);
 	count(KD_RELAY_REDIRECTED);
 	return SK_PASS;
 }

@@ -33,7 +33,7 @@ static inline enum kd_relay_reason kd_relay_classify(const struct derp_frame_hdr
  * destination) rather than a frame to deliver. */
 static inline int kd_relay_is_route(const struct derp_frame_hdr *h)
 {
-	return h->type == KD_RELAY_ROUTE_TYPE && derp_hdr_len(h) == DERP_KEY_LEN;
+	return h->type == KD_RELAY_ROUTE_TYPE && derp_hdr_len(h) == KD_RELAY_ROUTE_BODY;
 }
 
 /* The RecvPacket prefix that replaces a SendPacket's: same length, the

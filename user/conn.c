@@ -6,9 +6,7 @@
 #include <openssl/err.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/sockios.h>
 #include <sys/epoll.h>
-#include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -400,7 +398,7 @@ static int flush_injected(struct kd_conn *c)
 	while (c->ctrl.len - c->ctrl.off >= DERP_FRAME_HDR_LEN) {
 		uint8_t *f = c->ctrl.data + c->ctrl.off;
 		size_t n = DERP_FRAME_HDR_LEN + derp_hdr_len((const struct derp_frame_hdr *)f);
-		if (kd_offload_inject(o, c->key, f, n) == -EAGAIN)
+		if (kd_offload_inject_sock(o, c->offload_cookie, f, n) == -EAGAIN)
 			goto again;
 		c->ctrl.off += n;
 	}
@@ -410,7 +408,7 @@ static int flush_injected(struct kd_conn *c)
 		struct kd_pktq *q = &c->q[k];
 		while (q->len) {
 			struct kd_pkt *p = q->ring[q->head];
-			if (kd_offload_inject(o, c->key, p->frame, p->len) == -EAGAIN)
+			if (kd_offload_inject_sock(o, c->offload_cookie, p->frame, p->len) == -EAGAIN)
 				goto again;
 			q->head = (q->head + 1) % q->cap;
 			q->len--;
@@ -608,6 +606,7 @@ void kd_conn_close(struct kd_conn *c, const char *why)
 		kd_offload_remove(c->srv->offload, c->io.fd, c->key);
 		pthread_mutex_unlock(&c->srv->offload_lock);
 		c->offloaded = false;
+		c->offload_cookie = 0;
 	}
 	for (uint32_t i = 0; i < c->n_inflight; i++) {
 		kd_count_drop(w, DERP_DROP_GONE_DISCONNECTED, c->inflight[i]);
@@ -955,14 +954,10 @@ read_done:
 
 void kd_conn_try_offload(struct kd_conn *c)
 {
-	struct kd_server *s = c->srv;
-
-	if (!c->offload_wanted || c->offloaded || c->state != KD_CONN_ACTIVE || c->is_dup || c->paused ||
+	if (!c->offload_wanted || c->offloaded || c->state != KD_CONN_ACTIVE || c->paused ||
 	    c->in.len != c->in.off || c->skip || have_pending(c) || !batch_empty(c) || c->want_write)
 		return;
-	pthread_mutex_lock(&s->offload_lock);
-	int err = kd_offload_add(s->offload, c->io.fd, c->key);
-	pthread_mutex_unlock(&s->offload_lock);
+	int err = kd_registry_offload(c); /* duplicates too: registry_offload.c */
 	c->offload_wanted = false; /* one attempt */
 	if (err) {
 		c->w->ctr.offload_failed++;
@@ -972,7 +967,7 @@ void kd_conn_try_offload(struct kd_conn *c)
 	c->offloaded = true;
 	c->w->ctr.offloaded++;
 	kd_buf_free(&c->in);
-	kd_timer_arm(c->w->loop, &c->watchdog, kd_loop_now(c->w->loop) + KD_WATCHDOG_MS);
+	kd_timer_arm(c->w->loop, &c->watchdog, kd_loop_now(c->w->loop) + KD_WATCHDOG_PERIOD(c->srv));
 }
 
 /* The kernel parser can stop consuming a socket without an error; the
@@ -982,11 +977,14 @@ void kd_conn_try_offload(struct kd_conn *c)
 static void on_watchdog(struct kd_timer *t)
 {
 	struct kd_conn *c = (struct kd_conn *)((char *)t - offsetof(struct kd_conn, watchdog));
-	int inq = 0;
+	uint32_t unread = 0;
+	int inq;
 
 	if (c->state != KD_CONN_ACTIVE || !c->offloaded)
 		return;
-	if (ioctl(c->io.fd, SIOCINQ, &inq) == 0 && inq > 0 && inq == c->stuck_inq) {
+	/* not SIOCINQ: on a sockmap socket it counts passed frames (offload_watch.c) */
+	inq = kd_offload_unread(c->io.fd, &unread) == 0 ? (int)unread : 0;
+	if (inq > 0 && inq == c->stuck_inq) {
 		if (++c->stuck_checks >= KD_WATCHDOG_CHECKS) {
 			c->w->ctr.offload_stuck++;
 			kd_conn_close(c, "offloaded flow stuck: unread bytes not consumed by the kernel parser");
@@ -996,7 +994,7 @@ static void on_watchdog(struct kd_timer *t)
 		c->stuck_checks = 0;
 	}
 	c->stuck_inq = inq;
-	kd_timer_arm(c->w->loop, &c->watchdog, kd_loop_now(c->w->loop) + KD_WATCHDOG_MS);
+	kd_timer_arm(c->w->loop, &c->watchdog, kd_loop_now(c->w->loop) + KD_WATCHDOG_PERIOD(c->srv));
 }
 
 void kd_conn_resume_input(struct kd_conn *c)

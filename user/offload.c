@@ -49,8 +49,8 @@ _Static_assert(sizeof(reason_names) / sizeof(reason_names[0]) == KD_RELAY_REASON
 	       "one name per reason");
 
 static const char *const pinned_maps[] = {
-	KD_RELAY_MAP_SOCKS, KD_RELAY_MAP_INJECT, KD_RELAY_MAP_META,
-	KD_RELAY_MAP_CONFIG, KD_RELAY_MAP_COUNTERS,
+	KD_RELAY_MAP_SOCKS, KD_RELAY_MAP_MEMBERS, KD_RELAY_MAP_PAIRS, KD_RELAY_MAP_INJECT,
+	KD_RELAY_MAP_META, KD_RELAY_MAP_CONFIG, KD_RELAY_MAP_COUNTERS,
 };
 
 const char *kd_offload_reason_name(enum kd_relay_reason r)
@@ -156,8 +156,9 @@ static void unpin_all(const char *dir, int dirfd)
 static int pin_all(struct kd_offload *o)
 {
 	struct bpf_map *maps[] = {
-		o->skel->maps.relay_socks, o->skel->maps.relay_inject, o->skel->maps.relay_meta,
-		o->skel->maps.relay_config, o->skel->maps.relay_counters,
+		o->skel->maps.relay_socks, o->skel->maps.relay_members, o->skel->maps.relay_pairs,
+		o->skel->maps.relay_inject, o->skel->maps.relay_meta, o->skel->maps.relay_config,
+		o->skel->maps.relay_counters,
 	};
 	char path[PATH_MAX];
 	int err;
@@ -331,14 +332,15 @@ int kd_offload_open(struct kd_offload **out, const struct kd_offload_opts *opts)
 	err = write_config(o, &cfg);
 	if (err)
 		goto fail;
-	err = attach_map(o, bpf_map__fd(o->skel->maps.relay_socks));
+	/* programs on relay_members only: relay_socks just routes keys */
+	err = attach_map(o, bpf_map__fd(o->skel->maps.relay_members));
 	if (err) {
-		pr_err("offload: attach to %s: %s", KD_RELAY_MAP_SOCKS, strerror(-err));
+		pr_err("offload: attach to %s: %s", KD_RELAY_MAP_MEMBERS, strerror(-err));
 		goto fail;
 	}
 	err = attach_map(o, bpf_map__fd(o->skel->maps.relay_inject));
 	if (err) {
-		detach_map(o, bpf_map__fd(o->skel->maps.relay_socks));
+		detach_map(o, bpf_map__fd(o->skel->maps.relay_members));
 		pr_err("offload: attach to %s: %s", KD_RELAY_MAP_INJECT, strerror(-err));
 		goto fail;
 	}
@@ -376,7 +378,7 @@ void kd_offload_close(struct kd_offload *o)
 		close(o->inj_rd);
 	if (o->skel) {
 		if (o->attached) {
-			detach_map(o, bpf_map__fd(o->skel->maps.relay_socks));
+			detach_map(o, bpf_map__fd(o->skel->maps.relay_members));
 			detach_map(o, bpf_map__fd(o->skel->maps.relay_inject));
 		}
 		if (o->pin_dir[0]) {
@@ -407,10 +409,12 @@ static void tune_egress(const struct kd_offload *o, int fd)
 		pr_warn("offload: TCP_CORK on fd %d: %s", fd, strerror(errno));
 }
 
-int kd_offload_add(struct kd_offload *o, int fd, const uint8_t key[static DERP_KEY_LEN])
+int kd_offload_attach(struct kd_offload *o, int fd, const uint8_t key[static DERP_KEY_LEN], bool route,
+		      bool relay, uint64_t *cookie_out)
 {
-	struct kd_relay_meta m = {.flags = KD_RELAY_F_CLIENT};
+	struct kd_relay_meta m = {.flags = relay ? KD_RELAY_F_CLIENT : 0};
 	int meta_fd = bpf_map__fd(o->skel->maps.relay_meta);
+	int members_fd = bpf_map__fd(o->skel->maps.relay_members);
 	uint64_t cookie, fd64 = (uint64_t)fd;
 	int err, one = 1;
 
@@ -430,17 +434,48 @@ int kd_offload_add(struct kd_offload *o, int fd, const uint8_t key[static DERP_K
 		pr_err("offload: add fd %d to %s: %s", fd, KD_RELAY_MAP_META, strerror(-err));
 		return err;
 	}
-	if (bpf_map_update_elem(bpf_map__fd(o->skel->maps.relay_socks), key, &fd64, BPF_ANY) < 0) {
+	if (bpf_map_update_elem(members_fd, &cookie, &fd64, BPF_NOEXIST) < 0) {
 		err = -errno;
-		pr_err("offload: add fd %d to %s: %s", fd, KD_RELAY_MAP_SOCKS, strerror(-err));
+		pr_err("offload: add fd %d to %s: %s", fd, KD_RELAY_MAP_MEMBERS, strerror(-err));
 		bpf_map_delete_elem(meta_fd, &cookie);
 		return err;
+	}
+	if (route) {
+		err = kd_offload_route(o, key, fd);
+		if (err) {
+			pr_err("offload: add fd %d to %s: %s", fd, KD_RELAY_MAP_SOCKS, strerror(-err));
+			bpf_map_delete_elem(members_fd, &cookie);
+			bpf_map_delete_elem(meta_fd, &cookie);
+			return err;
+		}
 	}
 	/* Bytes that arrived before the insert sit in the receive queue and the
 	 * strparser only looks at them on the next data_ready. Setting
 	 * SO_RCVLOWAT calls tcp_data_ready(), which parses them now. */
 	if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one)) < 0)
 		pr_warn("offload: SO_RCVLOWAT on fd %d: %s", fd, strerror(errno));
+	if (cookie_out)
+		*cookie_out = cookie;
+	return 0;
+}
+
+int kd_offload_add(struct kd_offload *o, int fd, const uint8_t key[static DERP_KEY_LEN])
+{
+	return kd_offload_attach(o, fd, key, true, true, NULL);
+}
+
+int kd_offload_route(struct kd_offload *o, const uint8_t key[static DERP_KEY_LEN], int fd)
+{
+	int socks_fd = bpf_map__fd(o->skel->maps.relay_socks);
+	uint64_t fd64 = (uint64_t)fd;
+
+	if (fd < 0) {
+		if (bpf_map_delete_elem(socks_fd, key) < 0 && errno != ENOENT)
+			return -errno;
+		return 0;
+	}
+	if (bpf_map_update_elem(socks_fd, key, &fd64, BPF_ANY) < 0)
+		return -errno;
 	return 0;
 }
 
@@ -455,13 +490,31 @@ int kd_offload_remove(struct kd_offload *o, int fd, const uint8_t key[static DER
 	if (err)
 		return err;
 	/* the key may already belong to a newer connection of the same client */
-	if (bpf_map_lookup_elem(socks_fd, key, &cur) == 0 && cur == cookie) {
-		if (bpf_map_delete_elem(socks_fd, key) == 0)
-			found = true;
-	}
+	if (bpf_map_lookup_elem(socks_fd, key, &cur) == 0 && cur == cookie)
+		bpf_map_delete_elem(socks_fd, key);
+	if (bpf_map_delete_elem(bpf_map__fd(o->skel->maps.relay_members), &cookie) == 0)
+		found = true;
 	if (bpf_map_delete_elem(bpf_map__fd(o->skel->maps.relay_meta), &cookie) == 0)
 		found = true;
 	return found ? 0 : -ENOENT;
+}
+
+int kd_offload_pair_take(struct kd_offload *o, const uint8_t src[static DERP_KEY_LEN],
+			 const uint8_t dst[static DERP_KEY_LEN], uint64_t *dst_cookie)
+{
+	int pairs_fd = bpf_map__fd(o->skel->maps.relay_pairs);
+	struct kd_relay_pair p;
+	struct kd_relay_pair_val v;
+
+	memcpy(p.src, src, DERP_KEY_LEN);
+	memcpy(p.dst, dst, DERP_KEY_LEN);
+	if (bpf_map_lookup_elem(pairs_fd, &p, &v) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	/* a frame relayed between lookup and delete re-creates the pair for
+	 * a source that is leaving: harmless, the LRU ages it out */
+	bpf_map_delete_elem(pairs_fd, &p);
+	*dst_cookie = v.dst_cookie;
+	return 1;
 }
 
 int kd_offload_set_relay(struct kd_offload *o, int fd, bool relay)
@@ -523,21 +576,25 @@ static int write_all_slow(int fd, struct iovec *iov, int iovcnt, size_t done)
 	}
 }
 
-int kd_offload_inject(struct kd_offload *o, const uint8_t dst[static DERP_KEY_LEN],
-		      const void *frame, size_t len)
+int kd_offload_inject_sock(struct kd_offload *o, uint64_t dst_cookie, const void *frame, size_t len)
 {
-	struct derp_packet_hdr route;
+	struct {
+		struct derp_frame_hdr h;
+		uint8_t cookie[KD_RELAY_ROUTE_BODY];
+	} __attribute__((packed)) route;
 	struct iovec iov[2];
 	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
 	size_t total = sizeof(route) + len;
 	ssize_t n;
 	int err = 0;
 
+	_Static_assert(sizeof(route) == KD_RELAY_ROUTE_LEN, "route frame layout");
 	if (len < DERP_FRAME_HDR_LEN || len > KD_RELAY_MAX_FRAME ||
 	    derp_hdr_len(frame) != len - DERP_FRAME_HDR_LEN)
 		return -EINVAL;
-	derp_hdr_put(&route.h, KD_RELAY_ROUTE_TYPE, DERP_KEY_LEN);
-	memcpy(route.key, dst, DERP_KEY_LEN);
+	derp_hdr_put(&route.h, KD_RELAY_ROUTE_TYPE, KD_RELAY_ROUTE_BODY);
+	for (int i = 0; i < KD_RELAY_ROUTE_BODY; i++)
+		route.cookie[i] = (uint8_t)(dst_cookie >> (8 * i)); /* the verdict reads a host u64 */
 	iov[0] = (struct iovec){.iov_base = &route, .iov_len = sizeof(route)};
 	iov[1] = (struct iovec){.iov_base = (void *)frame, .iov_len = len};
 
@@ -553,6 +610,18 @@ int kd_offload_inject(struct kd_offload *o, const uint8_t dst[static DERP_KEY_LE
 	if (err && err != -EAGAIN)
 		pr_err("offload: inject: %s", strerror(-err));
 	return err;
+}
+
+int kd_offload_inject(struct kd_offload *o, const uint8_t dst[static DERP_KEY_LEN],
+		      const void *frame, size_t len)
+{
+	uint64_t cookie = 0;
+
+	/* userspace lookups of a sockhash return the socket cookie; a key
+	 * with no route gets cookie 0, which the verdict drops and counts */
+	if (bpf_map_lookup_elem(bpf_map__fd(o->skel->maps.relay_socks), dst, &cookie) < 0)
+		cookie = 0;
+	return kd_offload_inject_sock(o, cookie, frame, len);
 }
 
 int kd_offload_set_enabled(struct kd_offload *o, bool enabled)

@@ -51,12 +51,30 @@ int kd_offload_open(struct kd_offload **out, const struct kd_offload_opts *opts)
  * open (they are the daemon's) and fall back to plain TCP. */
 void kd_offload_close(struct kd_offload *o);
 
-/* Offloads a connected TCP socket whose client owns key. Bytes already
+/* Offloads a connected TCP socket whose client owns key and routes key to
+ * it (the last socket added for a key gets its frames). Bytes already
  * queued in the socket's receive queue are parsed in order. */
 int kd_offload_add(struct kd_offload *o, int fd, const uint8_t key[static DERP_KEY_LEN]);
+/* The same with choices, for keys with several connections: route = route
+ * key to fd now; relay = the kernel relays fd's SendPackets (false: every
+ * frame fd sends goes to userspace, see kd_offload_set_relay). *cookie_out
+ * (may be NULL) gets the socket cookie that kd_offload_inject_sock takes. */
+int kd_offload_attach(struct kd_offload *o, int fd, const uint8_t key[static DERP_KEY_LEN], bool route,
+		      bool relay, uint64_t *cookie_out);
+/* Points key's route at offloaded socket fd, or deletes it (fd < 0: the
+ * kernel then passes SendPackets for key to userspace). The socket that
+ * lost the route keeps its queued frames and its input: routes live in a
+ * map without programs (bpf/README.md). */
+int kd_offload_route(struct kd_offload *o, const uint8_t key[static DERP_KEY_LEN], int fd);
 /* Stops relaying to and from fd. -ENOENT if fd was not offloaded. Frames
  * still queued toward fd are dropped: call it on teardown only. */
 int kd_offload_remove(struct kd_offload *o, int fd, const uint8_t key[static DERP_KEY_LEN]);
+
+/* Whether the kernel relayed a frame from src to key dst since the last
+ * call for this pair: 1 and *dst_cookie = the receiving socket (the entry is
+ * deleted), 0 when not (or its entry was evicted from the LRU), -errno. */
+int kd_offload_pair_take(struct kd_offload *o, const uint8_t src[static DERP_KEY_LEN],
+			 const uint8_t dst[static DERP_KEY_LEN], uint64_t *dst_cookie);
 
 /* Per-flow plane choice without leaving the map: relay=false hands every
  * frame fd sends to userspace (whole, in order: the kernel keeps framing),
@@ -71,6 +89,9 @@ int kd_offload_set_relay(struct kd_offload *o, int fd, bool relay);
  * counted (inject_unknown_dest). */
 int kd_offload_inject(struct kd_offload *o, const uint8_t dst[static DERP_KEY_LEN],
 		      const void *frame, size_t len);
+/* The same for one socket by cookie (kd_offload_attach): what the daemon
+ * uses, since each connection of a duplicated key gets its own frames. */
+int kd_offload_inject_sock(struct kd_offload *o, uint64_t dst_cookie, const void *frame, size_t len);
 
 /* Runtime switches; take effect for the next frame. */
 int kd_offload_set_enabled(struct kd_offload *o, bool enabled);
@@ -83,6 +104,10 @@ int kd_offload_sock_stats(struct kd_offload *o, int fd, struct kd_offload_sock_s
  * reason. Returns the length written (NUL excluded) or -ENOSPC. */
 int kd_offload_metrics(struct kd_offload *o, char *out, size_t cap);
 const char *kd_offload_reason_name(enum kd_relay_reason r);
+
+/* Bytes in fd's TCP receive queue that nothing has consumed (for an
+ * offloaded socket: not yet read by the kernel parser), via sock_diag. */
+int kd_offload_unread(int fd, uint32_t *unread);
 
 /* Whether this process can run the kernel plane here; on false, why says
  * why (one line). */

@@ -145,6 +145,7 @@ int kd_registry_add(struct kd_conn *c)
 		}
 	}
 	set->active = c; /* the newest connection is active (spec §7.2 step 4) */
+	kd_registry_offload_sync(s, set);
 	__atomic_add_fetch(&s->g_conns, 1, __ATOMIC_RELAXED);
 	if (c->not_ideal)
 		__atomic_add_fetch(&s->g_notideal, 1, __ATOMIC_RELAXED);
@@ -163,18 +164,27 @@ static void fire_peer_gone(struct kd_server *s, struct kd_conn *from, const uint
 	uint8_t reason = DERP_PEER_GONE_DISCONNECTED;
 
 	if (s->offload) {
-		/* the kernel relays without telling us who received from src:
-		 * every offloaded client hears, a superset of the receivers */
+		/* Receivers the kernel relayed src's frames to are in relay_pairs
+		 * (one lookup per offloaded key, deleted as read); those that are
+		 * not also userspace subscribers hear from here. */
 		const uint8_t *k;
 		void *v;
 		for (size_t i = 0; (i = kd_keymap_next(&s->reg, i, &k, &v)) != 0;) {
 			struct kd_client_set *set = v;
+			uint64_t cookie;
+			bool any = false;
+			for (uint32_t j = 0; j < set->n; j++)
+				any |= set->conns[j]->offload_cookie != 0;
+			if (!any || kd_offload_pair_take(s->offload, src, k, &cookie) != 1)
+				continue;
 			for (uint32_t j = 0; j < set->n; j++) {
 				struct kd_conn *to = set->conns[j];
 				bool subscribed = false;
+				if (to->offload_cookie != cookie || to == from)
+					continue;
 				for (uint32_t q = 0; subs && q < subs->n; q++)
 					subscribed |= subs->conns[q] == to;
-				if (to->offloaded && to != from && !subscribed)
+				if (!subscribed)
 					post_frame(from, to,
 						   kd_pkt_frame(NULL, DERP_FRAME_PEER_GONE, src, DERP_KEY_LEN, &reason, 1),
 						   KD_MSG_PEER_GONE);
@@ -239,6 +249,7 @@ void kd_registry_remove(struct kd_conn *c)
 		}
 		/* the most recent speaker among the rest takes over */
 		set->active = set->conns[set->n - 1];
+		kd_registry_offload_sync(s, set);
 	}
 	kd_reg_wrunlock(s);
 	kd_conn_unref(c); /* the registry's */
@@ -253,6 +264,7 @@ void kd_registry_note_activity(struct kd_conn *c)
 	if (set && set->active != c && ptrvec_del(set->conns, &set->n, c)) {
 		set->conns[set->n++] = c; /* cannot fail: the slot was just freed */
 		set->active = c;
+		kd_registry_offload_sync(s, set);
 	}
 	kd_reg_wrunlock(s);
 }

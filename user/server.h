@@ -42,6 +42,7 @@ struct kd_server_config {
 	int offload;
 	const char *offload_pin_dir;   /* NULL: KD_RELAY_PIN_DIR */
 	uint32_t offload_auto_min_mean; /* auto: offload at this mean SendPacket payload; 0: measured default */
+	uint32_t offload_watchdog_ms; /* stuck-flow check period; 0 = KD_WATCHDOG_MS (tests shorten it) */
 	/* mesh */
 	bool has_mesh_key;
 	uint8_t mesh_key[DERP_KEY_LEN];

@@ -122,6 +122,10 @@ struct kd_conn {
 	bool auto_watch, auto_loopback;
 	int auto_decision;
 	struct kd_auto_obs auto_obs;
+	/* set under reg_lock (registry_offload.c): the socket's cookie while
+	 * offloaded (0 otherwise), and whether the kernel relays its sends */
+	uint64_t offload_cookie;
+	bool offload_relay;
 	struct kd_timer inject_retry;
 	/* watchdog: bytes left in the socket that the kernel parser stopped
 	 * consuming (bpf/README.md: tiny segments on 6.1/6.12) */
@@ -291,6 +295,7 @@ struct kd_reg_lock {
 /* Registry entry: every live connection of one key (spec §7.2). */
 struct kd_client_set {
 	struct kd_conn *active;
+	struct kd_conn *routed;   /* the kernel's route for the key (NULL: none) */
 	struct kd_conn **conns;   /* ordered by last activity, newest last */
 	uint32_t n, cap;
 };
@@ -384,6 +389,7 @@ void kd_conn_try_offload(struct kd_conn *c);
  * checks, KD_WATCHDOG_MS apart, is stuck: it is closed and counted. */
 #define KD_WATCHDOG_MS 2000
 #define KD_WATCHDOG_CHECKS 3
+#define KD_WATCHDOG_PERIOD(s) ((s)->cfg.offload_watchdog_ms ? (s)->cfg.offload_watchdog_ms : KD_WATCHDOG_MS)
 #define KD_CONGESTION_PATIENCE_MS 50 /* the default of cfg.congestion_patience_ms */
 /* Messages for one worker that a pass collects before handing them over
  * mid-pass rather than at its end. */
@@ -430,6 +436,14 @@ void kd_registry_close_peer(struct kd_conn *c, const uint8_t key[static DERP_KEY
 bool kd_registry_check(struct kd_server *s, char *problems, size_t cap);
 /* /debug/clients: one JSON line per connection, malloc'd. */
 int kd_registry_dump(struct kd_server *s, char **out, size_t *len);
+
+/* registry_offload.c: the kernel's view of the registry, kept under
+ * reg_lock. The key's route follows the active connection (or is deleted
+ * when the active one is not offloaded: the kernel passes frames for it to
+ * userspace); duplicates' sends go through userspace so "last writer is
+ * active" sees them. */
+int kd_registry_offload(struct kd_conn *c);
+void kd_registry_offload_sync(struct kd_server *s, struct kd_client_set *set);
 
 /* metrics.c */
 int kd_metrics_render(struct kd_server *s, char **out, size_t *len);

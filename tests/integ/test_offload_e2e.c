@@ -137,7 +137,7 @@ static void test_kernel_relay_byte_exact_with_daemon_frames(void **state)
 	assert_true(ts_metric(&ts, "kderp_offload_frames_total{reason=\"injected\"}") >= pongs);
 	/* the daemon's frames keep coming: a KeepAlive through the injector */
 	assert_int_equal(tc_recv_type(b, DERP_FRAME_KEEP_ALIVE, &m, 6000), 0);
-	/* A leaves: offloaded clients hear PeerGone (a superset of receivers) */
+	/* A leaves: B received from A through the kernel (relay_pairs), so B hears */
 	kd_client_close(a);
 	assert_int_equal(tc_recv_type(b, DERP_FRAME_PEER_GONE, &m, 3000), 0);
 	assert_memory_equal(m.key, ka.pub, 32);

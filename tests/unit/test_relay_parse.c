@@ -65,15 +65,17 @@ static void test_route(void **state)
 {
 	struct derp_frame_hdr h;
 
-	h = hdr(KD_RELAY_ROUTE_TYPE, DERP_KEY_LEN);
+	h = hdr(KD_RELAY_ROUTE_TYPE, 8);
 	assert_true(kd_relay_is_route(&h));
-	h = hdr(KD_RELAY_ROUTE_TYPE, DERP_KEY_LEN + 1);
+	h = hdr(KD_RELAY_ROUTE_TYPE, DERP_KEY_LEN); /* the old key route */
+	assert_false(kd_relay_is_route(&h));
+	h = hdr(KD_RELAY_ROUTE_TYPE, 9);
 	assert_false(kd_relay_is_route(&h));
 	h = hdr(KD_RELAY_ROUTE_TYPE, 0);
 	assert_false(kd_relay_is_route(&h));
-	h = hdr(DERP_FRAME_SEND_PACKET, DERP_KEY_LEN);
+	h = hdr(DERP_FRAME_SEND_PACKET, 8);
 	assert_false(kd_relay_is_route(&h));
-	assert_int_equal(KD_RELAY_ROUTE_LEN, 37);
+	assert_int_equal(KD_RELAY_ROUTE_LEN, 13);
 }
 
 static void test_recv_prefix(void **state)

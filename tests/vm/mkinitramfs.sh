@@ -65,10 +65,11 @@ for t in "$@"; do
 	echo "$name $tmo /tests/$(basename "$path") $args" >>"$tests_list"
 done
 
-# --- modules: kTLS and the AEADs it asks the crypto API for ---
+# --- modules: kTLS and the AEADs it asks the crypto API for, tcp_diag ---
 want=(tls gcm ghash-generic ghash-clmulni-intel ctr gf128mul cryptd crypto_simd aesni-intel aes_generic
 	seqiv crypto_null chacha20poly1305 chacha_generic chacha chacha-x86_64 poly1305_generic
-	poly1305-x86_64 libchacha libpoly1305 libchacha20poly1305)
+	poly1305-x86_64 libchacha libpoly1305 libchacha20poly1305
+	inet_diag tcp_diag)  # sock_diag: the offload watchdog reads unread bytes with it
 # shellcheck disable=SC2206
 [ -z "$mods" ] || want=($mods)
 declare -A deps=() path_of=() done_=()
