@@ -20,25 +20,16 @@
 #include "clients.h"
 #include "derp_wire.h"
 #include "offload.h"
+#include "offload_fixture.h"
 #include "offload_policy.h"
-
-static char g_pin[64];
 
 static bool start_auto(struct ts_server *ts)
 {
-	char why[160];
 	struct kd_server_config cfg;
 
-	if (!kd_offload_supported(why, sizeof(why))) {
-		printf("# SKIP kernel plane unavailable: %s\n", why);
-		return false;
-	}
 	kd_server_config_defaults(&cfg);
 	cfg.offload = 2;
-	snprintf(g_pin, sizeof(g_pin), "/sys/fs/bpf/kderp-test-auto-%d", (int)getpid());
-	cfg.offload_pin_dir = g_pin;
-	assert_int_equal(ts_start(ts, &cfg, NULL), 0);
-	return true;
+	return tc_start_offload(ts, &cfg);
 }
 
 static long long decisions(struct ts_server *ts, const char *d)

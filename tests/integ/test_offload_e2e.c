@@ -18,24 +18,19 @@
 #include "clients.h"
 #include "derp_wire.h"
 #include "offload.h"
+#include "offload_fixture.h"
 
 /* KD_WATCHDOG_MS x KD_WATCHDOG_CHECKS (server_internal.h) with slack */
 #define KD_TEST_WATCHDOG_MS 2000
 
 static bool start_offload(struct ts_server *ts)
 {
-	char why[160];
 	struct kd_server_config cfg;
 
-	if (!kd_offload_supported(why, sizeof(why))) {
-		printf("# SKIP kernel plane unavailable: %s\n", why);
-		return false;
-	}
 	kd_server_config_defaults(&cfg);
 	cfg.offload = 1;
 	cfg.keepalive_ms = 300; /* KeepAlives through the injector, mixed with relayed frames */
-	assert_int_equal(ts_start(ts, &cfg, NULL), 0);
-	return true;
+	return tc_start_offload(ts, &cfg);
 }
 
 static void wait_metric(struct ts_server *ts, const char *name, long long want)

@@ -19,24 +19,19 @@
 #include "clients.h"
 #include "derp_wire.h"
 #include "offload.h"
+#include "offload_fixture.h"
 
 #define WATCHDOG_MS 200 /* the test's check period */
 #define KD_TEST_CHECKS 3 /* KD_WATCHDOG_CHECKS (server_internal.h) */
 
 static bool start_offload(struct ts_server *ts)
 {
-	char why[160];
 	struct kd_server_config cfg;
 
-	if (!kd_offload_supported(why, sizeof(why))) {
-		printf("# SKIP kernel plane unavailable: %s\n", why);
-		return false;
-	}
 	kd_server_config_defaults(&cfg);
 	cfg.offload = 1;
 	cfg.offload_watchdog_ms = WATCHDOG_MS;
-	assert_int_equal(ts_start(ts, &cfg, NULL), 0);
-	return true;
+	return tc_start_offload(ts, &cfg);
 }
 
 static void wait_metric(struct ts_server *ts, const char *name, long long want)
