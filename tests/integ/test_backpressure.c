@@ -78,6 +78,10 @@ static void test_short_stalls_pause_the_sender(void **state)
 	/* B's stalls must outlast the socket buffers on loopback (megabytes)
 	 * and stay inside the patience, whatever else the machine does */
 	cfg.congestion_patience_ms = 2000;
+	/* one worker: across workers the pause engages only once the packets
+	 * already handed to the destination's worker have met its full queue,
+	 * thousands of them at this rate (README "Performance") */
+	cfg.workers = 1;
 	assert_int_equal(ts_start(&ts, &cfg, NULL), 0);
 	struct kd_client *a = tc_login(&ts, &ka, NULL), *b = tc_login(&ts, &kb, NULL);
 	assert_non_null(a);
@@ -115,9 +119,9 @@ static void test_short_stalls_pause_the_sender(void **state)
 	assert_int_equal(s.sent, COUNT);
 	assert_true(p > 0); /* the stalls did hold the sender back */
 	/* each pause ends after KD_PAUSE_MS with one more frame read: while
-	 * B still stalls that one head-drops; with frames already handed to
-	 * the other worker, some hundreds per stall at most */
-	assert_true(dropped < COUNT / 8);
+	 * B still stalls that one head-drops: about 200 in all here, against
+	 * 15 719 with the pause off (patience 0) */
+	assert_true(dropped < COUNT / 40);
 	assert_int_equal(got + dropped, COUNT);
 	assert_int_equal(back, 0);
 	assert_int_equal(badlen, 0);
