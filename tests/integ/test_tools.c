@@ -692,7 +692,8 @@ static void test_kderpd_bench(void **state)
 	assert_null(strstr(out, "\"server_pct\":null"));
 	assert_true(json_int(out, "samples") > 10);
 
-	/* --baseline: the same paced load through the relay and over raw TCP */
+	/* --baseline: the same paced load through the relay, over raw TCP and
+	 * through the byte forwarder */
 	assert_int_equal(run((char *[]){derpbench, "--url", url, "--pairs", "2", "--size", "500", "--duration", "1",
 					"--rate", "4kpps", "--baseline", "--json", "--quiet", NULL},
 			     NULL, out, sizeof(out), 30000),
@@ -706,6 +707,12 @@ static void test_kderpd_bench(void **state)
 		assert_int_equal(json_int(out, "received"), json_int(out, "sent"));
 		assert_int_equal(json_int(raw, "received"), json_int(raw, "sent"));
 		assert_true(json_int(raw, "sent") >= 2000 && json_int(raw, "sent") <= 4200);
+		const char *fwd = strstr(out, ",\"forwarder\":{\"mode\":\"forwarder\"");
+		assert_non_null(fwd);
+		assert_int_equal(json_int(fwd, "received"), json_int(fwd, "sent"));
+		assert_true(json_int(fwd, "sent") >= 2000 && json_int(fwd, "sent") <= 4200);
+		assert_true(json_int(fwd, "corrupt") == 0);
+		assert_true(json_num(out, "relay_to_forwarder_pps") > 0.5 && json_num(out, "relay_to_forwarder_pps") < 2);
 	}
 	/* both paced at the same rate: close to 1 */
 	assert_true(json_num(out, "relay_to_raw_pps") > 0.5 && json_num(out, "relay_to_raw_pps") < 2);

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -51,6 +52,10 @@ static struct fwd_flow *fwd_open(int from)
 	int one = 1;
 	struct fwd_flow *f;
 
+	struct timeval tv = {.tv_sec = 1};
+
+	/* a connection that never names its target must not hold the thread */
+	setsockopt(from, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (recv(from, pp, 2, MSG_WAITALL) != 2)
 		return NULL;
 	sa.sin_port = htons((uint16_t)(pp[0] << 8 | pp[1]));
