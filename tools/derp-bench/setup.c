@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -106,6 +107,10 @@ static int tcp_pair(int *a, int *b, uint16_t forward_port)
 	*a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (forward_port) {
 		struct sockaddr_in via = sa;
+		struct timeval tv = {.tv_sec = 5};
+
+		/* the forwarder dials the listener: a dead one must not hang accept */
+		setsockopt(l, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		uint8_t pp[2] = {(uint8_t)(ntohs(sa.sin_port) >> 8), (uint8_t)ntohs(sa.sin_port)};
 
 		via.sin_port = htons(forward_port);
