@@ -271,6 +271,9 @@ static void send_outbox_to(struct kd_worker *w, int i)
 		}
 		ob->len = 0;
 	}
+	/* the swap above brought another vector's stale reading: use the
+	 * exact one, known under the lock */
+	ob->backlog_seen = __atomic_load_n(&to->inbox_backlog, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&to->inbox_lock);
 	if (was_empty)
 		kd_loop_wake(to->loop);
